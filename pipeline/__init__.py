@@ -1,0 +1,1 @@
+"""pipeline: TFRecord shards -> augmented, prefetched (images, labels) batches."""

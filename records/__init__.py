@@ -1,0 +1,1 @@
+"""records: labelled JPEGs -> sharded TFRecords with a manifest (the `make_records` command)."""

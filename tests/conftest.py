@@ -1,0 +1,135 @@
+"""Shared test fixtures: tiny images made in tmp_path and hand-built records.
+
+Unit tests never read the real data set; the few integration tests that do use
+``sample_dir`` and are skipped (with the reason) when ``../shared`` is absent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from records import schema
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+SAMPLE_DIR = REPO_ROOT.parent / "shared" / "data" / "dogs-vs-cats" / "train"
+
+
+def make_jpeg_bytes(height: int = 48, width: int = 64, seed: int = 0, quality: int = 90) -> bytes:
+    """A small RGB JPEG with random content (distinct seeds give distinct bytes)."""
+    rng = np.random.default_rng(seed)
+    # Smooth-ish content compresses like a photo; pure noise would bloat the JPEG.
+    base = rng.integers(0, 256, size=(height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)
+    image = tf.image.resize(base[None], (height, width), method="bilinear")[0]
+    image = tf.cast(tf.clip_by_value(image, 0, 255), tf.uint8)
+    return tf.io.encode_jpeg(image, quality=quality).numpy()
+
+
+def write_kaggle_folder(
+    folder: pathlib.Path, num_per_class: int, height: int = 48, width: int = 64
+) -> list[pathlib.Path]:
+    """Writes ``cat.N.jpg`` / ``dog.N.jpg`` like the Kaggle train folder; returns the paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for label, name in enumerate(schema.CLASS_NAMES):
+        for i in range(num_per_class):
+            path = folder / f"{name}.{i}.jpg"
+            path.write_bytes(make_jpeg_bytes(height, width, seed=1000 * label + i))
+            paths.append(path)
+    return paths
+
+
+def write_records(
+    records_dir: pathlib.Path,
+    examples: dict[str, list[tuple[bytes, int, str]]],
+    num_shards: int = 2,
+) -> dict:
+    """Writes shards + manifest straight through ``records.schema`` (no converter).
+
+    For pipeline and trainer tests that need exact control of what the records hold.
+    ``examples`` maps split -> [(jpeg_bytes, label, filename)]; examples are dealt
+    round-robin into ``num_shards`` shards per split.
+    """
+    records_dir.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "format_version": schema.FORMAT_VERSION,
+        "class_names": list(schema.CLASS_NAMES),
+        "settings": {"writer": "tests.conftest.write_records"},
+        "inputs_found": sum(len(v) for v in examples.values()),
+        "splits": {},
+        "skipped": [],
+        "duplicates": [],
+    }
+    for split, items in examples.items():
+        shards = []
+        for index in range(num_shards):
+            name = schema.shard_name(split, index, num_shards)
+            path = records_dir / name
+            chunk = items[index::num_shards]
+            with tf.io.TFRecordWriter(str(path)) as writer:
+                for encoded, label, filename in chunk:
+                    height, width, _ = tf.io.decode_jpeg(encoded).shape
+                    example = schema.make_example(
+                        encoded=encoded,
+                        label=label,
+                        filename=filename,
+                        height=height,
+                        width=width,
+                        sha256=hashlib.sha256(encoded).hexdigest(),
+                    )
+                    writer.write(example.SerializeToString())
+            shards.append(
+                {
+                    "file": name,
+                    "num_examples": len(chunk),
+                    "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                }
+            )
+        counts = {c: sum(1 for _, l, _ in items if l == i) for i, c in enumerate(schema.CLASS_NAMES)}
+        manifest["splits"][split] = {
+            "num_examples": len(items),
+            "class_counts": counts,
+            "shards": shards,
+        }
+    (records_dir / schema.MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+@pytest.fixture
+def tiny_records(tmp_path: pathlib.Path) -> pathlib.Path:
+    """A records dir: train 24 examples, val 12, two shards each, labels alternating."""
+
+    def split_examples(split: str, count: int, offset: int):
+        return [
+            (
+                make_jpeg_bytes(40 + 8 * (i % 3), 56 + 8 * (i % 2), seed=offset + i),
+                i % 2,
+                f"{schema.CLASS_NAMES[i % 2]}.{offset + i}.jpg",
+            )
+            for i in range(count)
+        ]
+
+    records_dir = tmp_path / "records"
+    write_records(
+        records_dir,
+        {"train": split_examples("train", 24, 0), "val": split_examples("val", 12, 500)},
+    )
+    return records_dir
+
+
+@pytest.fixture
+def sample_dir() -> pathlib.Path:
+    """The real Kaggle sample beside the repo; skips the test when it is not there."""
+    if not SAMPLE_DIR.is_dir():
+        pytest.skip(f"real sample data not found at {SAMPLE_DIR}")
+    return SAMPLE_DIR
+
+
+# Keep TF's thread pools small: CI has 2 cores and tests run many tiny graphs.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
