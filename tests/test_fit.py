@@ -1,0 +1,166 @@
+"""Tests for trainer/fit.py: real training runs through the library function."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import write_records
+from records import schema
+from trainer import evaluate as evaluate_lib
+from trainer import fit
+from trainer import model as model_lib
+
+TINY = dict(
+    image_size=(32, 32),
+    dense_units=8,
+    weights="none",
+    batch_size=8,
+    learning_rate=1e-2,
+    seed=3,
+    tensorboard=False,
+)
+
+
+def test_one_step_end_to_end_and_freezing(tiny_records, tmp_path):
+    config = fit.TrainConfig(
+        records_dir=str(tiny_records),
+        model_dir=str(tmp_path / "model"),
+        epochs=1,
+        steps_per_epoch=1,
+        augment="none",
+        **TINY,
+    )
+    # The same seed gives the same initial weights train() starts from.
+    keras.utils.set_random_seed(config.seed)
+    initial = model_lib.build_model(config.model_config())
+    metrics = fit.train(config)
+
+    model_dir = pathlib.Path(config.model_dir)
+    for name in ("model.keras", "best.keras", "history.csv", "metrics.json", "training_curves.png"):
+        assert (model_dir / name).is_file(), name
+    assert not (model_dir / "backup").exists()  # Deleted once the run completes.
+    saved = json.loads((model_dir / "metrics.json").read_text())
+    assert saved["epochs_completed"] == 1
+    assert 0 <= saved["final_val_accuracy"] <= 1
+    assert saved["settings"]["batch_size"] == 8
+    assert metrics["strategy"] == "OneDeviceStrategy"
+
+    trained = evaluate_lib.load_model(str(model_dir / "model.keras"))
+    initial_base = model_lib.vgg16_base(initial)
+    trained_base = model_lib.vgg16_base(trained)
+    for index, (before, after) in enumerate(zip(initial_base.layers, trained_base.layers)):
+        for w_before, w_after in zip(before.weights, after.weights):
+            same = np.array_equal(w_before.numpy(), w_after.numpy())
+            if index < 15:
+                assert same, f"frozen {before.name} changed"
+            else:
+                assert not same, f"trainable {before.name} did not change"
+    for name in ("dense", "predictions"):
+        assert not np.array_equal(
+            initial.get_layer(name).kernel.numpy(), trained.get_layer(name).kernel.numpy()
+        )
+
+
+def test_sigmoid_head_and_model_side_augmentation(tiny_records, tmp_path):
+    config = fit.TrainConfig(
+        records_dir=str(tiny_records),
+        model_dir=str(tmp_path / "model"),
+        epochs=1,
+        steps_per_epoch=2,
+        head="sigmoid",
+        augment="keras_cv",
+        augment_on="model",
+        **TINY,
+    )
+    metrics = fit.train(config)
+    assert metrics["epochs_completed"] == 1
+    saved = evaluate_lib.load_model(str(tmp_path / "model" / "model.keras"))
+    assert saved.output_shape == (None, 1)
+    assert saved.name == "vgg16_dogs_vs_cats"  # The plain model, not the augmenting wrapper.
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(batch_size=64), "larger than the 24 training examples"),
+        (dict(optimizer="lamb"), "optimizer='lamb'"),
+        (dict(image_size=(16, 16)), "at least 32x32"),
+        (dict(backup_freq=0), "backup_freq=0"),
+    ],
+)
+def test_bad_settings(tiny_records, tmp_path, overrides, message):
+    config = fit.TrainConfig(
+        records_dir=str(tiny_records), model_dir=str(tmp_path / "m"), **{**TINY, **overrides}
+    )
+    with pytest.raises(ValueError, match=message):
+        fit.train(config)
+
+
+@pytest.mark.slow
+def test_short_run_on_real_sample_loss_falls(sample_dir, tmp_path):
+    # 64 train / 32 val real photos, balanced; records written straight from the files.
+    # Small on purpose: VGG16 trains at ~10-20 images/s at 32x32 on the 2-core CPU.
+    def items(start, count):
+        out = []
+        for label, name in enumerate(schema.CLASS_NAMES):
+            for path in sorted(sample_dir.glob(f"{name}.*.jpg"))[start : start + count]:
+                out.append((path.read_bytes(), label, path.name))
+        return out
+
+    records_dir = tmp_path / "records"
+    write_records(records_dir, {"train": items(0, 32), "val": items(1000, 16)})
+    config = fit.TrainConfig(
+        records_dir=str(records_dir),
+        model_dir=str(tmp_path / "model"),
+        epochs=3,
+        optimizer="adam",
+        augment="none",
+        cache=True,
+        **{**TINY, "learning_rate": 5e-4, "batch_size": 16, "dense_units": 32, "dropout": 0.0},
+    )
+    fit.train(config)
+    history = pd.read_csv(tmp_path / "model" / "history.csv")
+    assert len(history) == 3
+    assert history["loss"].iloc[-1] < history["loss"].iloc[0]
+
+
+def test_config_is_frozen():
+    config = fit.TrainConfig(records_dir="r", model_dir="m")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.epochs = 3  # type: ignore[misc]
+
+
+def test_second_phase_unfreezes_more_layers(tiny_records, tmp_path):
+    config = fit.TrainConfig(
+        records_dir=str(tiny_records),
+        model_dir=str(tmp_path / "model"),
+        epochs=1,
+        steps_per_epoch=1,
+        augment="none",
+        fine_tune_epochs=1,
+        fine_tune_freeze_layers=11,
+        fine_tune_learning_rate=1e-3,
+        **TINY,
+    )
+    keras.utils.set_random_seed(config.seed)
+    initial = model_lib.build_model(config.model_config())
+    metrics = fit.train(config)
+    assert metrics["epochs_completed"] == 2
+    history = pd.read_csv(tmp_path / "model" / "history.csv")
+    assert history["epoch"].tolist() == [0, 1]
+    trained = evaluate_lib.load_model(str(tmp_path / "model" / "model.keras"))
+    before = model_lib.vgg16_base(initial)
+    after = model_lib.vgg16_base(trained)
+    # block4 (layers 11-14) trained in phase two; blocks 1-3 stayed frozen.
+    def kernel(base, name):
+        return base.get_layer(name).kernel.numpy()
+
+    assert not np.array_equal(kernel(before, "block4_conv1"), kernel(after, "block4_conv1"))
+    np.testing.assert_array_equal(kernel(before, "block3_conv3"), kernel(after, "block3_conv3"))

@@ -1,0 +1,204 @@
+"""End-to-end tests of the make_records command, run as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from absl import app, flags
+
+from records import make_records, schema, writer
+from tests.conftest import REPO_ROOT, write_kaggle_folder
+
+COMMAND = [sys.executable, "-m", "records.make_records"]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO_ROOT))
+    return env
+
+
+def _start(args: list[str], **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(
+        COMMAND + args,
+        cwd=REPO_ROOT,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kwargs,
+    )
+
+
+def parse(*args: str) -> flags.FlagValues:
+    """make_records' flags parsed from args, in a private FlagValues (no global state)."""
+    flag_values = flags.FlagValues()
+    make_records.define_flags(flag_values)
+    flag_values(["make_records", *args])
+    return flag_values
+
+
+def test_exit_codes_and_messages_without_traceback(tmp_path):
+    cases = {
+        # A flag mistake: absl usage error, exit 1.
+        "val_fraction": (
+            [f"--input={tmp_path}", f"--output_dir={tmp_path}/o1", "--val_fraction=1.5"],
+            1,
+            "val_fraction 1.5 is not in [0, 1)",
+        ),
+        # An input mistake found by the library: logged error, exit 2.
+        "missing input": (
+            [f"--input={tmp_path}/nowhere", f"--output_dir={tmp_path}/o2"],
+            2,
+            "--input '" + f"{tmp_path}/nowhere' does not exist",
+        ),
+    }
+    # Both at once: each pays the TensorFlow import.
+    running = {name: _start(args) for name, (args, _, _) in cases.items()}
+    for name, process in running.items():
+        output, _ = process.communicate(timeout=120)
+        _, code, message = cases[name]
+        assert process.returncode == code, f"{name}: exit {process.returncode}\n{output}"
+        assert message in output, f"{name}: message missing\n{output}"
+        assert "Traceback" not in output, f"{name}: traceback shown\n{output}"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--output_dir=x"], "--input is required"),
+        (["--input=x"], "--output_dir is required"),
+        (["--input=x", "--output_dir=y", "--jpeg_quality=0"], "--jpeg_quality 0 is not in 1..95"),
+        (["--input=x", "--output_dir=y", "--max_short_side=0"], "--max_short_side 0 must be"),
+        (["--input=x", "--output_dir=y", "--train_shards=-1"], "--train_shards -1 must be"),
+        (["--input=x", "--output_dir=y", "--val_fraction=-0.1"], "--val_fraction -0.1 is not in"),
+        (["--input=x", "--output_dir=y", "--num_workers=0"], "--num_workers 0 must be"),
+        (
+            ["--input=x", "--output_dir=y", "--single_process", "--num_workers=3"],
+            "--single_process conflicts with --num_workers",
+        ),
+    ],
+)
+def test_bad_flag_values_are_usage_errors(args, message):
+    with pytest.raises(app.UsageError, match=message):
+        make_records.options_from_flags(parse(*args))
+
+
+def test_flags_map_to_options():
+    options = make_records.options_from_flags(
+        parse("--input=a", "--input=b.zip", "--output_dir=o", "--max_short_side=160", "--single_process")
+    )
+    assert options.inputs == ("a", "b.zip") and options.output_dir == "o"
+    assert options.max_short_side == 160 and options.num_workers == 1
+    assert options.val_fraction == 0.2 and options.jpeg_quality == 90 and not options.overwrite
+    assert make_records.options_from_flags(parse("--input=a", "--output_dir=o")).num_workers == (
+        os.cpu_count() or 1
+    )
+
+
+def test_empty_input_is_exit_code_2_with_a_message(tmp_path, caplog):
+    (tmp_path / "empty").mkdir()
+    options = make_records.options_from_flags(
+        parse(f"--input={tmp_path / 'empty'}", f"--output_dir={tmp_path / 'out'}")
+    )
+    assert make_records.convert_and_report(options, verify_after=False) == 2
+    assert "holds no files; nothing to convert" in caplog.text
+
+
+def test_convert_and_verify_exit_zero(tmp_path, caplog):
+    # Set on absl's logger: parsing absl flags earlier in the session (other tests) sets
+    # its level from --verbosity, which caplog's root-level setting does not override.
+    caplog.set_level(logging.INFO, logger="absl")
+    write_kaggle_folder(tmp_path / "train", 3)
+    options = make_records.options_from_flags(
+        parse(f"--input={tmp_path / 'train'}", f"--output_dir={tmp_path / 'out'}", "--single_process")
+    )
+    assert make_records.convert_and_report(options, verify_after=True) == 0
+    assert "6 inputs -> 6 written" in caplog.text and "checks out" in caplog.text
+
+
+def _shard_state(out: pathlib.Path) -> tuple[list[str], bool]:
+    names = os.listdir(out) if out.is_dir() else []
+    return [n for n in names if schema.parse_shard_name(n)], schema.MANIFEST_NAME in names
+
+
+def test_killed_conversion_resumes_to_the_same_result(tmp_path):
+    folder = tmp_path / "train"
+    write_kaggle_folder(folder, 120, height=64, width=96)
+    out = tmp_path / "out"
+    num_shards = {"train": 24, "val": 6}
+    args = [
+        f"--input={folder}",
+        f"--output_dir={out}",
+        f"--train_shards={num_shards['train']}",
+        f"--val_shards={num_shards['val']}",
+        "--max_short_side=48",
+        "--num_workers=2",
+    ]
+    total = sum(num_shards.values())
+    killed_with = None
+    for _ in range(3):  # A loaded machine can finish before the poll sees it; retry.
+        process = _start(args, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None:
+            finals, _ = _shard_state(out)
+            if finals:
+                # The whole group: the parent and its pool workers, like a real kill.
+                os.killpg(process.pid, signal.SIGKILL)
+                break
+            time.sleep(0.002)
+        else:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+        process.communicate(timeout=60)
+        finals, has_manifest = _shard_state(out)
+        if not has_manifest and 1 <= len(finals) < total:
+            killed_with = len(finals)
+            break
+        subprocess.run(["rm", "-rf", str(out)], check=True)
+    assert killed_with is not None, "could not catch the conversion mid-way in 3 tries"
+
+    # The interrupted conversion is not silently mixed with other settings.
+    with pytest.raises(writer.OutputDirError, match="max_short_side: 48 there, 64 now"):
+        writer.convert(
+            writer.ConvertOptions(
+                inputs=(str(folder),), output_dir=str(out), train_shards=24, val_shards=6,
+                max_short_side=64, progress=False,
+            )
+        )
+    # Rerunning the same command finishes the job.
+    process = _start(args + ["--verify"])
+    output, _ = process.communicate(timeout=180)
+    assert process.returncode == 0, output
+    assert "resuming:" in output and "checks out" in output, output
+    manifest = json.loads((out / schema.MANIFEST_NAME).read_text())
+    assert manifest["run"]["shards_reused"] >= 1
+    assert manifest["run"]["images_processed"] < 240
+
+    # An uninterrupted run of the same conversion: equal bytes and manifest.
+    reference = tmp_path / "reference"
+    writer.convert(
+        writer.ConvertOptions(
+            inputs=(str(folder),),
+            output_dir=str(reference),
+            train_shards=num_shards["train"],
+            val_shards=num_shards["val"],
+            max_short_side=48,
+            progress=False,
+        )
+    )
+    expected = json.loads((reference / schema.MANIFEST_NAME).read_text())
+    manifest.pop("run")
+    expected.pop("run")
+    assert manifest == expected
+    assert sorted(os.listdir(out)) == sorted(os.listdir(reference))  # no temp files left
+    for name in os.listdir(reference):
+        if schema.parse_shard_name(name):
+            assert (out / name).read_bytes() == (reference / name).read_bytes(), name

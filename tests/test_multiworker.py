@@ -1,0 +1,170 @@
+"""Real multi-device and multi-process training runs (subprocesses, bounded in time).
+
+Logical CPU devices and TF_CONFIG must be set before TensorFlow initialises, so every
+run here is a fresh `python -m trainer.train` process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import make_jpeg_bytes, write_records
+from records import schema
+from trainer import evaluate as evaluate_lib
+from trainer import model as model_lib
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+COMMON = [
+    "--weights=none",
+    "--image_size=32",
+    "--dense_units=8",
+    "--dropout=0",
+    "--augment=none",
+    "--notensorboard",
+    "--seed=11",
+    "--deterministic",
+    "--learning_rate=0.01",
+]
+
+
+def _env(**extra):
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO_ROOT), **extra}
+
+
+def _command(records_dir, model_dir, *flags):
+    return [
+        sys.executable,
+        "-m",
+        "trainer.train",
+        f"--records_dir={records_dir}",
+        f"--model_dir={model_dir}",
+        *COMMON,
+        *flags,
+    ]
+
+
+def _records(tmp_path, num_train=32, num_val=8):
+    def items(count, offset):
+        return [
+            (
+                make_jpeg_bytes(40, 48, seed=offset + i),
+                i % 2,
+                f"{schema.CLASS_NAMES[i % 2]}.{offset + i}.jpg",
+            )
+            for i in range(count)
+        ]
+
+    records_dir = tmp_path / "records"
+    write_records(records_dir, {"train": items(num_train, 0), "val": items(num_val, 900)})
+    return records_dir
+
+
+def test_mirrored_two_cpus_matches_one_device(tmp_path):
+    # 32 examples / global batch 16: both runs see the same two batches per epoch (one
+    # device: 16 at a time; two replicas: 8 + 8 consecutive from the same seeded order).
+    records_dir = _records(tmp_path)
+    flags = ["--batch_size=16", "--epochs=1", "--steps_per_epoch=2"]
+    runs = {
+        "one": ["--strategy=one_device"],
+        "mirrored": ["--strategy=mirrored", "--num_cpu_devices=2"],
+    }
+    models = {}
+    for name, extra in runs.items():
+        result = subprocess.run(
+            _command(records_dir, tmp_path / name, *flags, *extra),
+            capture_output=True,
+            text=True,
+            timeout=240,
+            env=_env(),
+            cwd=REPO_ROOT,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        models[name] = evaluate_lib.load_model(str(tmp_path / name / "model.keras"))
+    metrics = json.loads((tmp_path / "mirrored" / "metrics.json").read_text())
+    assert metrics["strategy"] == "MirroredStrategy" and metrics["replicas"] == 2
+    one, mirrored = models["one"], models["mirrored"]
+    one_metrics = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    # The reported loss is a metric aggregated across replicas: close, not bit-equal.
+    np.testing.assert_allclose(
+        one_metrics["final_train_loss"], metrics["final_train_loss"], rtol=1e-2
+    )
+    # Compare what training changed (trained - initial): summing gradients across
+    # replicas reorders float additions, so expect agreement to a small relative error.
+    keras.utils.set_random_seed(11)
+    initial = model_lib.build_model(
+        model_lib.ModelConfig(image_size=(32, 32), weights="none", dense_units=8, dropout=0.0)
+    )
+    compared = 0
+    for w0, w_one, w_mirrored in zip(initial.weights, one.weights, mirrored.weights):
+        update_one = w_one.numpy() - w0.numpy()
+        update_mirrored = w_mirrored.numpy() - w0.numpy()
+        norm = np.linalg.norm(update_one)
+        if norm == 0:  # Frozen layers: unchanged in both.
+            assert np.linalg.norm(update_mirrored) == 0, w0.path
+            continue
+        compared += 1
+        assert np.linalg.norm(update_one - update_mirrored) / norm < 0.02, w0.path
+    assert compared == 10  # block5 (3 convs) + dense + predictions, kernel and bias each.
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def test_multi_worker_two_processes_train(tmp_path):
+    records_dir = _records(tmp_path, num_train=32, num_val=16)
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    model_dir = tmp_path / "model"
+    processes = []
+    try:
+        for index in range(2):
+            tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+            processes.append(
+                subprocess.Popen(
+                    _command(
+                        records_dir,
+                        model_dir,
+                        "--strategy=multi_worker",
+                        "--batch_size=8",
+                        "--epochs=2",
+                        "--steps_per_epoch=2",
+                    ),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    env=_env(TF_CONFIG=json.dumps(tf_config)),
+                    cwd=REPO_ROOT,
+                )
+            )
+        outputs = [p.communicate(timeout=300)[0] for p in processes]
+    finally:
+        # Never leave a worker behind, whatever happened above.
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for p, output in zip(processes, outputs):
+        assert p.returncode == 0, output[-3000:]
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert metrics["strategy"] == "MultiWorkerMirroredStrategy"
+    assert metrics["replicas"] == 2
+    assert metrics["epochs_completed"] == 2
+    assert (model_dir / "model.keras").is_file()
+    # The non-chief wrote nothing that outlives the run.
+    assert sorted(p.name for p in model_dir.iterdir() if "worker" in p.name) == []

@@ -1,0 +1,210 @@
+"""Tests for records.sources: input kinds, labels, reading, unlabelled listing."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+
+import pandas as pd
+import pytest
+
+from records import sources
+from tests.conftest import make_jpeg_bytes, write_kaggle_folder
+
+CLASSES = ("cat", "dog")
+
+
+@pytest.mark.parametrize(
+    "relpath, label",
+    [
+        ("cat.1.jpg", 0),
+        ("Dog.12.JPG", 1),
+        ("DOG.3.jpeg", 1),
+        ("cats/0001.jpg", 0),
+        ("PetImages/Dog/12.jpg", 1),
+        ("train/cat.7.jpg", 0),  # "train" is no class: the file name decides
+        ("dogs/dog.5.jpg", 1),  # agreement is fine
+        ("data/cats/extra/1.jpg", 0),  # nearest class folder above the file
+    ],
+)
+def test_label_from_path_recognises_layouts(relpath, label):
+    assert sources.label_from_path(relpath, CLASSES) == (label, None)
+
+
+@pytest.mark.parametrize(
+    "relpath, reason",
+    [
+        ("cow.1.jpg", "no recognisable label"),
+        ("catdog.jpg", "no recognisable label"),
+        ("cat", "no recognisable label"),  # no dot: no Kaggle-style label word
+        ("README.md", "no recognisable label"),
+        ("cats/dog.1.jpg", "label conflict"),
+    ],
+)
+def test_label_from_path_reports_why_not(relpath, reason):
+    label, problem = sources.label_from_path(relpath, CLASSES)
+    assert label is None
+    assert reason in problem
+
+
+def test_detect_kind(tmp_path):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "a.zip").write_bytes(b"")
+    (tmp_path / "t.csv").write_text("filename,label\n")
+    (tmp_path / "notes.bin").write_bytes(b"xx")
+    assert sources.detect_kind(str(tmp_path / "folder")) == "folder"
+    assert sources.detect_kind(str(tmp_path / "a.zip")) == "zip"
+    assert sources.detect_kind(str(tmp_path / "t.csv")) == "table"
+    with pytest.raises(sources.InputError, match="cannot tell what it is"):
+        sources.detect_kind(str(tmp_path / "notes.bin"))
+    with pytest.raises(sources.InputError, match="does not exist"):
+        sources.detect_kind(str(tmp_path / "missing"))
+
+
+def test_list_folder_names_labels_and_problems(tmp_path):
+    folder = tmp_path / "train"
+    write_kaggle_folder(folder, 2)
+    (folder / "horse.1.jpg").write_bytes(b"x")
+    kind, items = sources.list_labelled(str(folder), CLASSES)
+    assert kind == "folder"
+    names = [item.name for item in items]
+    assert names == sorted(names)
+    assert "train/cat.0.jpg" in names and "train/dog.1.jpg" in names
+    by_name = {item.name: item for item in items}
+    assert by_name["train/dog.1.jpg"].label == 1
+    assert by_name["train/dog.1.jpg"].read() == (folder / "dog.1.jpg").read_bytes()
+    assert by_name["train/horse.1.jpg"].label is None
+    assert "no recognisable label" in by_name["train/horse.1.jpg"].problem
+
+
+def test_zip_lists_same_names_and_bytes_as_folder(tmp_path):
+    folder = tmp_path / "train"
+    write_kaggle_folder(folder, 2)
+    archive = tmp_path / "train.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("train/", "")  # directory entries are not inputs
+        for path in sorted(folder.iterdir()):
+            z.write(path, f"train/{path.name}")
+    _, from_folder = sources.list_labelled(str(folder), CLASSES)
+    kind, from_zip = sources.list_labelled(str(archive), CLASSES)
+    assert kind == "zip"
+    assert [(i.name, i.label) for i in from_zip] == [(i.name, i.label) for i in from_folder]
+    assert [i.read() for i in from_zip] == [i.read() for i in from_folder]
+    assert from_zip[0].location == f"{archive}:train/cat.0.jpg"
+
+
+def test_bad_zip_is_an_input_error(tmp_path):
+    (tmp_path / "train.zip").write_bytes(b"not a zip at all")
+    with pytest.raises(sources.InputError, match="not a readable zip"):
+        sources.list_labelled(str(tmp_path / "train.zip"), CLASSES)
+
+
+@pytest.mark.parametrize("extension", [".csv", ".tsv", ".parquet"])
+def test_table_labels_by_name_or_index(tmp_path, extension):
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg"):
+        (images / name).write_bytes(make_jpeg_bytes(seed=len(name)))
+    frame = pd.DataFrame(
+        {
+            "filename": ["imgs/a.jpg", "imgs/b.jpg", "imgs/c.jpg", "imgs/d.jpg"],
+            "label": ["Cat", "1", "0", "horse"],
+        }
+    )
+    path = tmp_path / f"labels{extension}"
+    if extension == ".parquet":
+        frame.to_parquet(path)
+    else:
+        frame.to_csv(path, index=False, sep="\t" if extension == ".tsv" else ",")
+    kind, items = sources.list_labelled(str(path), CLASSES)
+    assert kind == "table"
+    assert [(i.name, i.label) for i in items] == [
+        ("imgs/a.jpg", 0),
+        ("imgs/b.jpg", 1),
+        ("imgs/c.jpg", 0),
+        ("imgs/d.jpg", None),
+    ]
+    assert "'horse' is not a class" in items[3].problem
+    # Paths are relative to the table, wherever the process runs from.
+    assert items[0].read() == (images / "a.jpg").read_bytes()
+
+
+def test_table_with_integer_labels(tmp_path):
+    pd.DataFrame({"Filename": ["x.jpg"], "Label": [1]}).to_parquet(tmp_path / "t.parquet")
+    _, items = sources.list_labelled(str(tmp_path / "t.parquet"), CLASSES)
+    assert items[0].label == 1
+
+
+def test_table_without_columns_or_rows_is_an_input_error(tmp_path):
+    (tmp_path / "bad.csv").write_text("file,class\na.jpg,cat\n")
+    with pytest.raises(sources.InputError, match="no filename or label column"):
+        sources.list_labelled(str(tmp_path / "bad.csv"), CLASSES)
+    (tmp_path / "empty.csv").write_text("filename,label\n")
+    with pytest.raises(sources.InputError, match="holds no files"):
+        sources.list_labelled(str(tmp_path / "empty.csv"), CLASSES)
+
+
+def test_empty_folder_is_an_input_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(sources.InputError, match="holds no files"):
+        sources.list_labelled(str(tmp_path / "empty"), CLASSES)
+
+
+def test_read_digest_skips_unreadable_and_empty(tmp_path):
+    (tmp_path / "cat.1.jpg").write_bytes(b"")
+    os.symlink(tmp_path / "nowhere.jpg", tmp_path / "cat.2.jpg")
+    os.mkfifo(tmp_path / "cat.3.jpg")
+    (tmp_path / "cat.4.jpg").write_bytes(b"abc")
+    _, items = sources.list_labelled(str(tmp_path), CLASSES)
+    results = {item.name.split("/")[-1]: sources.read_digest(item) for item in items}
+    assert results["cat.1.jpg"] == ("skip", "empty file (0 bytes)")
+    assert results["cat.2.jpg"][0] == "skip" and "No such file" in results["cat.2.jpg"][1]
+    # A FIFO would block open() forever; it is refused without opening.
+    assert results["cat.3.jpg"][0] == "skip" and "not a regular file" in results["cat.3.jpg"][1]
+    assert results["cat.4.jpg"] == (
+        "ok",
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+        3,
+    )
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_permission_denied_is_unreadable(tmp_path):
+    path = tmp_path / "cat.1.jpg"
+    path.write_bytes(b"abc")
+    path.chmod(0)
+    _, items = sources.list_labelled(str(tmp_path), CLASSES)
+    status, reason = sources.read_digest(items[0])
+    assert status == "skip" and "Permission denied" in reason
+
+
+def test_iter_unlabelled_folder_and_zip_in_natural_order(tmp_path):
+    folder = tmp_path / "test1"
+    folder.mkdir()
+    for number in (10, 2, 1):
+        (folder / f"{number}.jpg").write_bytes(make_jpeg_bytes(seed=number))
+    (folder / ".DS_Store").write_bytes(b"junk")
+    items = list(sources.iter_unlabelled(str(folder)))
+    assert [i.name for i in items] == ["test1/1.jpg", "test1/2.jpg", "test1/10.jpg"]
+    assert all(i.label is None for i in items)
+    assert items[1].read() == (folder / "2.jpg").read_bytes()
+
+    archive = tmp_path / "test1.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for number in (10, 2, 1):
+            z.write(folder / f"{number}.jpg", f"test1/{number}.jpg")
+        z.writestr("__MACOSX/test1/._1.jpg", b"junk")
+    zipped = list(sources.iter_unlabelled(str(archive)))
+    assert [i.name for i in zipped] == [i.name for i in items]
+    assert [i.read() for i in zipped] == [i.read() for i in items]
+
+
+def test_iter_unlabelled_errors_at_the_call(tmp_path):
+    with pytest.raises(sources.InputError, match="does not exist"):
+        sources.iter_unlabelled(str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(sources.InputError, match="holds no image files"):
+        sources.iter_unlabelled(str(tmp_path / "empty"))
+    (tmp_path / "t.csv").write_text("filename,label\na.jpg,cat\n")
+    with pytest.raises(sources.InputError, match="is a table"):
+        sources.iter_unlabelled(str(tmp_path / "t.csv"))

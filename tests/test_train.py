@@ -1,0 +1,169 @@
+"""Tests for the `train` entry point, run as a real subprocess (flags, errors, resume)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from trainer import model as model_lib
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+SMALL_FLAGS = [
+    "--weights=none",
+    "--image_size=32",
+    "--dense_units=8",
+    "--batch_size=8",
+    "--augment=none",
+    "--notensorboard",
+    "--seed=5",
+]
+
+
+def train_command(records_dir, model_dir, *flags):
+    return [
+        sys.executable,
+        "-m",
+        "trainer.train",
+        f"--records_dir={records_dir}",
+        f"--model_dir={model_dir}",
+        *SMALL_FLAGS,
+        *flags,
+    ]
+
+
+def run_env(**extra):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO_ROOT), **extra}
+    return env
+
+
+def run_train(records_dir, model_dir, *flags, env=None, timeout=240):
+    return subprocess.run(
+        train_command(records_dir, model_dir, *flags),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or run_env(),
+        cwd=REPO_ROOT,
+    )
+
+
+def test_flagfile_run(tiny_records, tmp_path):
+    flagfile = tmp_path / "train.flags"
+    flagfile.write_text("--epochs=1\n--steps_per_epoch=1\n")
+    result = run_train(tiny_records, tmp_path / "model", f"--flagfile={flagfile}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "model" / "metrics.json").read_text())
+    assert metrics["settings"]["epochs"] == 1 and metrics["steps_per_epoch"] == 1
+
+
+def test_imagenet_download_failure_is_fast_and_clear(tiny_records, tmp_path):
+    # Nothing listens on port 9: the download fails at once, like on a machine offline.
+    env = run_env(
+        KERAS_HOME=str(tmp_path / "keras_home"),
+        https_proxy="http://127.0.0.1:9",
+        HTTPS_PROXY="http://127.0.0.1:9",
+    )
+    start = time.monotonic()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trainer.train",
+            f"--records_dir={tiny_records}",
+            f"--model_dir={tmp_path / 'model'}",
+            "--weights=imagenet",
+            "--image_size=32",
+            "--batch_size=8",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=REPO_ROOT,
+    )
+    assert time.monotonic() - start < 90
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert model_lib.NOTOP_WEIGHTS_FILE in result.stderr
+    assert str(tmp_path / "keras_home" / "models") in result.stderr
+    assert "--weights=none" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "flags, message, code",
+    [
+        (["--strategy=mirrored", "--num_cpu_devices=2", "--batch_size=3"],
+         "batch_size 3 is not divisible by 2 replicas", 1),
+        (["--weights=/no/such/vgg16.h5"], "no such file", 1),
+        (["--mixed_precision=fp8"], "--mixed_precision", 1),
+        (["--backup_freq=often"], "--backup_freq=often", 1),
+    ],
+)
+def test_bad_flags_give_clear_errors(tiny_records, tmp_path, flags, message, code):
+    result = run_train(tiny_records, tmp_path / "model", *flags, timeout=120)
+    assert result.returncode == code
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_records_dir(tmp_path):
+    result = run_train(tmp_path / "nothing", tmp_path / "model", timeout=120)
+    assert result.returncode == 1
+    assert "make_records" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_killed_run_resumes(tiny_records, tmp_path):
+    model_dir = tmp_path / "model"
+    metadata = model_dir / "backup" / "training_metadata.json"
+    # 3 epochs x 3 steps with a backup every 2 steps: kill once a backup from inside the
+    # second epoch exists, i.e. mid-epoch with one epoch done.
+    flags = ["--epochs=3", "--steps_per_epoch=3", "--backup_freq=2", "--early_stopping_patience=0"]
+    process = subprocess.Popen(
+        train_command(tiny_records, model_dir, *flags),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=run_env(),
+        cwd=REPO_ROOT,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        state = None
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                state = json.loads(metadata.read_text())
+            except (OSError, ValueError):
+                state = None
+            if state and state["epoch"] >= 1:
+                break
+            time.sleep(0.05)
+        assert process.poll() is None, "training finished before it could be killed"
+        assert state and state["epoch"] >= 1, "no mid-epoch backup appeared in time"
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    killed_at = state["epoch"]
+    assert not (model_dir / "metrics.json").exists()
+    rows_before = len(pd.read_csv(model_dir / "history.csv"))
+
+    result = run_train(tiny_records, model_dir, *flags)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming from the backup" in result.stderr
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert metrics["resumed_from"]["epoch"] == killed_at
+    history = pd.read_csv(model_dir / "history.csv")
+    # Epochs finished before the kill are not run again: one row per epoch, in order.
+    assert rows_before == killed_at
+    assert history["epoch"].tolist() == [0, 1, 2]
+    assert metrics["epochs_completed"] == 3
+    assert not (model_dir / "backup").exists()
