@@ -27,7 +27,7 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 from pipeline import dataset as dataset_lib
-from records import schema
+from records import cli, schema
 
 # Every variant, in table order. The legacy generator is the baseline it replaces.
 VARIANTS: tuple[str, ...] = (
@@ -45,11 +45,17 @@ BASELINES: dict[str, str] = {
     "x_image_dataset_from_directory": "image_dataset_from_directory",
     "x_decode_ceiling": "decode_ceiling",
 }
-# (variant, reference, minimum ratio) from the issue; shown, never asserted.
+# (variant, reference, minimum ratio) from the issue; shown, never asserted. The first two
+# are shown for both record kinds: the issue's "pipeline in training mode" reads records
+# as make_records wrote them, and the demo (and our recommendation) writes them with
+# --max_short_side=160; full-resolution records are limited by the crop decode, which
+# costs about as much as a full decode (see BUILD_NOTES).
 TARGETS: tuple[tuple[str, str, float], ...] = (
+    ("pipeline160_train_fused", "legacy_image_data_generator", 10.0),
+    ("pipeline160_train_fused", "image_dataset_from_directory", 1.5),
+    ("pipeline160_train_fused", "decode_ceiling", 1.3),
     ("pipeline_train_fused", "legacy_image_data_generator", 10.0),
     ("pipeline_train_fused", "image_dataset_from_directory", 1.5),
-    ("pipeline160_train_fused", "decode_ceiling", 1.3),
 )
 DESCRIPTIONS: dict[str, str] = {
     "legacy_image_data_generator": "keras.src.legacy ImageDataGenerator.flow_from_dataframe, "
@@ -673,8 +679,7 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-    define_flags()
-    app.run(main)
+    cli.run(main, __name__, define_flags)
 
 
 if __name__ == "__main__":

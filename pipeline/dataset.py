@@ -2,7 +2,8 @@
 
 The chain, in both modes::
 
-  list shards (manifest) -> shard files per worker -> interleave (checked) -> parse ->
+  list shards (manifest) -> shard files per worker -> interleave (per shard: read,
+  count-check and parse in chunks of 64, unbatched in file order) ->
   (train) shuffle -> decode + resize [+ fused augmentation] -> batch ->
   (train, augment="keras_cv") keras-cv augmentation on batches -> prefetch, last and once
 
@@ -12,8 +13,11 @@ Augmentation (``augment=``):
   decode. A random crop window (35%..100% of the area, aspect 3:4..4:3 at strength 1) is
   sampled from the header's size, only that window is decoded with
   ``tf.image.decode_and_crop_jpeg`` at a DCT-domain downscale, then resized, flipped and
-  given a small brightness/contrast jitter (``pipeline.decode.decode_crop_flip``).
-  Stateless random ops keyed per element, so it is reproducible with a seed.
+  given a small brightness/contrast jitter (``pipeline.decode.decode_crop_flip`` does the
+  same for one image). Parameters are sampled per batch and the decode runs as one
+  ``tf.map_fn`` per batch, so tf.data's per-element overhead is paid per batch.
+  Stateless random ops keyed per batch (one seed each, drawn in stream order), so it is
+  reproducible with a seed.
 * ``"keras_cv"``: whole-image decode, then ``pipeline.augment.make_augmenter`` (keras-cv
   flip, rotation, zoom, translation) on batches inside tf.data. Richer geometry but about
   10x slower on a CPU host; prefer running that augmenter on the accelerator as the

@@ -84,7 +84,9 @@ def resized_size(width: int, height: int, max_short_side: int | None) -> tuple[i
     return max(1, round(width * scale)), max_short_side
 
 
-def prepare(data: bytes, max_short_side: int | None = None, jpeg_quality: int = 90) -> PreparedImage:
+def prepare(
+    data: bytes, max_short_side: int | None = None, jpeg_quality: int = 90
+) -> PreparedImage:
     """Checks one image and returns the bytes to store.
 
     Args:

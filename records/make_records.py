@@ -18,7 +18,7 @@ import sys
 
 from absl import app, flags, logging
 
-from records import sources, verify, writer
+from records import cli, sources, verify, writer
 
 FLAGS = flags.FLAGS
 
@@ -33,14 +33,24 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
         return
     define = dict(flag_values=flag_values)
     flags.DEFINE_multi_string(
-        "input", None, "Folder, .zip or table of labelled images; repeat for several inputs.", **define
+        "input",
+        None,
+        "Folder, .zip or table of labelled images; repeat for several inputs.",
+        **define,
     )
     flags.DEFINE_string("output_dir", None, "Directory for the shards and manifest.json.", **define)
     flags.DEFINE_float(
-        "val_fraction", 0.2, "Fraction of images for the val split (chosen by sha256, stable).", **define
+        "val_fraction",
+        0.2,
+        "Fraction of images for the val split (chosen by sha256, stable).",
+        **define,
     )
-    flags.DEFINE_integer("train_shards", None, "Train shard count (default: ~150 MB each, >= 4).", **define)
-    flags.DEFINE_integer("val_shards", None, "Val shard count (default: ~150 MB each, >= 2).", **define)
+    flags.DEFINE_integer(
+        "train_shards", None, "Train shard count (default: ~150 MB each, >= 4).", **define
+    )
+    flags.DEFINE_integer(
+        "val_shards", None, "Val shard count (default: ~150 MB each, >= 2).", **define
+    )
     flags.DEFINE_integer(
         "max_short_side",
         None,
@@ -50,12 +60,22 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     )
     flags.DEFINE_integer("jpeg_quality", 90, "JPEG quality for re-encoded images (1-95).", **define)
     flags.DEFINE_integer(
-        "num_workers", os.cpu_count() or 1, "Worker processes for reading and decoding images.", **define
+        "num_workers",
+        os.cpu_count() or 1,
+        "Worker processes for reading and decoding images.",
+        **define,
     )
-    flags.DEFINE_bool("single_process", False, "Run everything in this process (for debugging).", **define)
-    flags.DEFINE_bool("overwrite", False, "Replace a different conversion in --output_dir.", **define)
     flags.DEFINE_bool(
-        "verify", False, "Afterwards, read every shard back and check it (as verify_records).", **define
+        "single_process", False, "Run everything in this process (for debugging).", **define
+    )
+    flags.DEFINE_bool(
+        "overwrite", False, "Replace a different conversion in --output_dir.", **define
+    )
+    flags.DEFINE_bool(
+        "verify",
+        False,
+        "Afterwards, read every shard back and check it (as verify_records).",
+        **define,
     )
 
 
@@ -141,16 +161,7 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-    before = set(FLAGS)
-    define_flags()
-    # A console script's __main__ is a generated stub without docstring or flags, so
-    # absl's --help would show neither: point it at this module's usage and flags.
-    main_module = sys.modules["__main__"]
-    if not main_module.__doc__:
-        main_module.__doc__ = __doc__
-    for name in sorted(set(FLAGS) - before):
-        FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
-    app.run(main)
+    cli.run(main, __name__, define_flags)
 
 
 if __name__ == "__main__":

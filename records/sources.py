@@ -146,7 +146,9 @@ def label_from_path(relpath: str, class_names: Sequence[str]) -> tuple[int | Non
         if folder_label is not None:
             break
     basename = parts[-1]
-    name_label = class_from_word(basename.split(".", 1)[0], class_names) if "." in basename else None
+    name_label = (
+        class_from_word(basename.split(".", 1)[0], class_names) if "." in basename else None
+    )
     if folder_label is not None and name_label is not None and folder_label != name_label:
         return None, (
             f"label conflict: folder says {class_names[folder_label]!r}, "

@@ -20,7 +20,7 @@ import sys
 import tensorflow as tf
 from absl import app, flags, logging
 
-from records import schema
+from records import cli, schema
 
 FLAGS = flags.FLAGS
 
@@ -30,10 +30,16 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     if "records_dir" in flag_values:
         return
     flags.DEFINE_string(
-        "records_dir", None, "Directory holding manifest.json and the shards.", flag_values=flag_values
+        "records_dir",
+        None,
+        "Directory holding manifest.json and the shards.",
+        flag_values=flag_values,
     )
     flags.DEFINE_bool(
-        "decode", True, "Decode every image (slower; catches undecodable bytes).", flag_values=flag_values
+        "decode",
+        True,
+        "Decode every image (slower; catches undecodable bytes).",
+        flag_values=flag_values,
     )
 
 
@@ -129,7 +135,9 @@ def verify_records(records_dir: str, decode: bool = True) -> list[str]:
             try:
                 for serialized in tf.data.TFRecordDataset(path).as_numpy_iterator():
                     where = f"{shard['file']} record {count}"
-                    label, sha, record_problems = _check_record(serialized, where, class_names, decode)
+                    label, sha, record_problems = _check_record(
+                        serialized, where, class_names, decode
+                    )
                     problems.extend(record_problems)
                     count += 1
                     if label is not None:
@@ -148,7 +156,9 @@ def verify_records(records_dir: str, decode: bool = True) -> list[str]:
                 )
             total += count
         if total != info.get("num_examples"):
-            problems.append(f"split {split}: {total} examples, manifest says {info.get('num_examples')}")
+            problems.append(
+                f"split {split}: {total} examples, manifest says {info.get('num_examples')}"
+            )
         expected_counts = info.get("class_counts", {})
         for name in class_names:
             if class_counts[name] != expected_counts.get(name, 0):
@@ -167,10 +177,13 @@ def verify_records(records_dir: str, decode: bool = True) -> list[str]:
     if accounting:
         written = sum(info.get("num_examples", 0) for info in manifest["splits"].values())
         if written != accounting["written"]:
-            problems.append(f"accounting: {written} written in splits, accounting says {accounting['written']}")
-        if accounting["written"] + accounting["skipped"] + accounting["duplicates"] != accounting[
-            "inputs_found"
-        ]:
+            problems.append(
+                f"accounting: {written} written in splits, accounting says {accounting['written']}"
+            )
+        if (
+            accounting["written"] + accounting["skipped"] + accounting["duplicates"]
+            != accounting["inputs_found"]
+        ):
             problems.append(f"accounting does not add up: {accounting}")
     return problems
 
@@ -200,16 +213,7 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-    before = set(FLAGS)
-    define_flags()
-    # A console script's __main__ is a generated stub without docstring or flags, so
-    # absl's --help would show neither: point it at this module's usage and flags.
-    main_module = sys.modules["__main__"]
-    if not main_module.__doc__:
-        main_module.__doc__ = __doc__
-    for name in sorted(set(FLAGS) - before):
-        FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
-    app.run(main)
+    cli.run(main, __name__, define_flags)
 
 
 if __name__ == "__main__":

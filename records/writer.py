@@ -136,7 +136,9 @@ class _Plan:
             "skipped": self.skipped,
             "duplicates": self.duplicates,
             "shards": {
-                split: [[(s.name, s.location, s.label, sha) for s, sha in shard] for shard in shards]
+                split: [
+                    [(s.name, s.location, s.label, sha) for s, sha in shard] for shard in shards
+                ]
                 for split, shards in self.shards.items()
             },
         }
@@ -258,7 +260,11 @@ def _make_plan(options: ConvertOptions, pool_map, progress: bool | None) -> _Pla
     shards = {}
     for split in schema.SPLITS:
         members = sorted(
-            ((s, sha, size) for s, sha, size in chosen if split_of(sha, options.val_fraction) == split),
+            (
+                (s, sha, size)
+                for s, sha, size in chosen
+                if split_of(sha, options.val_fraction) == split
+            ),
             key=lambda triple: triple[1],
         )
         requested = getattr(options, f"{split}_shards")
@@ -270,7 +276,12 @@ def _make_plan(options: ConvertOptions, pool_map, progress: bool | None) -> _Pla
         settings[f"{split}_shards"] = count
         # Contiguous runs of the sha-sorted list: sizes differ by at most one.
         shards[split] = [
-            [(s, sha) for s, sha, _ in members[i * len(members) // count : (i + 1) * len(members) // count]]
+            [
+                (s, sha)
+                for s, sha, _ in members[
+                    i * len(members) // count : (i + 1) * len(members) // count
+                ]
+            ]
             for i in range(count)
         ]
     skipped.sort(key=lambda entry: (entry["source"], entry["path"]))
@@ -557,7 +568,9 @@ def convert(options: ConvertOptions) -> ConversionResult:
         if state == "done":
             with open(manifest_file) as f:
                 manifest = json.load(f)
-            logging.info("%s already holds this exact conversion; nothing to do", options.output_dir)
+            logging.info(
+                "%s already holds this exact conversion; nothing to do", options.output_dir
+            )
             return ConversionResult(manifest, state, 0, 0, time.monotonic() - start)
         os.makedirs(os.path.join(options.output_dir, WORK_DIR), exist_ok=True)
         _write_json_atomically(

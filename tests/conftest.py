@@ -91,7 +91,10 @@ def write_records(
                     "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
                 }
             )
-        counts = {c: sum(1 for _, l, _ in items if l == i) for i, c in enumerate(schema.CLASS_NAMES)}
+        counts = {
+            c: sum(1 for _, label, _ in items if label == i)
+            for i, c in enumerate(schema.CLASS_NAMES)
+        }
         manifest["splits"][split] = {
             "num_examples": len(items),
             "class_counts": counts,

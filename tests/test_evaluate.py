@@ -55,9 +55,17 @@ def test_metric_functions():
 
 def test_cli_writes_json_and_text(saved_model, tiny_records, tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "trainer.evaluate", f"--model={saved_model}",
-         f"--records_dir={tiny_records}", "--output_prefix=" + str(tmp_path / "out" / "eval")],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "trainer.evaluate",
+            f"--model={saved_model}",
+            f"--records_dir={tiny_records}",
+            "--output_prefix=" + str(tmp_path / "out" / "eval"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
     assert result.returncode == 0, result.stderr[-2000:]
@@ -65,9 +73,16 @@ def test_cli_writes_json_and_text(saved_model, tiny_records, tmp_path):
     assert metrics["num_examples"] == 12
     assert "confusion matrix" in (tmp_path / "out" / "eval.txt").read_text()
     missing = subprocess.run(
-        [sys.executable, "-m", "trainer.evaluate", f"--model={tmp_path / 'nope.keras'}",
-         f"--records_dir={tiny_records}"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "trainer.evaluate",
+            f"--model={tmp_path / 'nope.keras'}",
+            f"--records_dir={tiny_records}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
     assert missing.returncode == 1 and "no such file" in missing.stderr

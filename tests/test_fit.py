@@ -10,8 +10,8 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import write_records
+
 from records import schema
 from trainer import evaluate as evaluate_lib
 from trainer import fit
@@ -158,6 +158,7 @@ def test_second_phase_unfreezes_more_layers(tiny_records, tmp_path):
     trained = evaluate_lib.load_model(str(tmp_path / "model" / "model.keras"))
     before = model_lib.vgg16_base(initial)
     after = model_lib.vgg16_base(trained)
+
     # block4 (layers 11-14) trained in phase two; blocks 1-3 stayed frozen.
     def kernel(base, name):
         return base.get_layer(name).kernel.numpy()

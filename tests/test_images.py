@@ -149,7 +149,9 @@ def test_prepare_source_reports_instead_of_raising(tmp_path):
         "skip",
         "file changed while the conversion ran (sha256 differs from pass 1)",
     )
-    status, reason = images.prepare_source((Source(error=OSError(5, "Input/output error")), sha, None, 90))
+    status, reason = images.prepare_source(
+        (Source(error=OSError(5, "Input/output error")), sha, None, 90)
+    )
     assert status == "skip" and reason.startswith("unreadable") and "Input/output error" in reason
     cut = data[:100]
     status, reason = images.prepare_source((Source(cut), hashlib.sha256(cut).hexdigest(), None, 90))

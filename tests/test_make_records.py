@@ -93,7 +93,13 @@ def test_bad_flag_values_are_usage_errors(args, message):
 
 def test_flags_map_to_options():
     options = make_records.options_from_flags(
-        parse("--input=a", "--input=b.zip", "--output_dir=o", "--max_short_side=160", "--single_process")
+        parse(
+            "--input=a",
+            "--input=b.zip",
+            "--output_dir=o",
+            "--max_short_side=160",
+            "--single_process",
+        )
     )
     assert options.inputs == ("a", "b.zip") and options.output_dir == "o"
     assert options.max_short_side == 160 and options.num_workers == 1
@@ -118,7 +124,9 @@ def test_convert_and_verify_exit_zero(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="absl")
     write_kaggle_folder(tmp_path / "train", 3)
     options = make_records.options_from_flags(
-        parse(f"--input={tmp_path / 'train'}", f"--output_dir={tmp_path / 'out'}", "--single_process")
+        parse(
+            f"--input={tmp_path / 'train'}", f"--output_dir={tmp_path / 'out'}", "--single_process"
+        )
     )
     assert make_records.convert_and_report(options, verify_after=True) == 0
     assert "6 inputs -> 6 written" in caplog.text and "checks out" in caplog.text
@@ -169,8 +177,12 @@ def test_killed_conversion_resumes_to_the_same_result(tmp_path):
     with pytest.raises(writer.OutputDirError, match="max_short_side: 48 there, 64 now"):
         writer.convert(
             writer.ConvertOptions(
-                inputs=(str(folder),), output_dir=str(out), train_shards=24, val_shards=6,
-                max_short_side=64, progress=False,
+                inputs=(str(folder),),
+                output_dir=str(out),
+                train_shards=24,
+                val_shards=6,
+                max_short_side=64,
+                progress=False,
             )
         )
     # Rerunning the same command finishes the job.

@@ -15,9 +15,8 @@ import sys
 
 import keras
 import numpy as np
-import pytest
-
 from conftest import make_jpeg_bytes, write_records
+
 from records import schema
 from trainer import evaluate as evaluate_lib
 from trainer import model as model_lib

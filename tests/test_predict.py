@@ -7,11 +7,10 @@ import json
 import zipfile
 
 import keras
-import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import make_jpeg_bytes
+
 from pipeline import decode
 from trainer import model as model_lib
 from trainer import predict as predict_lib

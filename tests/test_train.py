@@ -100,8 +100,11 @@ def test_imagenet_download_failure_is_fast_and_clear(tiny_records, tmp_path):
 @pytest.mark.parametrize(
     "flags, message, code",
     [
-        (["--strategy=mirrored", "--num_cpu_devices=2", "--batch_size=3"],
-         "batch_size 3 is not divisible by 2 replicas", 1),
+        (
+            ["--strategy=mirrored", "--num_cpu_devices=2", "--batch_size=3"],
+            "batch_size 3 is not divisible by 2 replicas",
+            1,
+        ),
         (["--weights=/no/such/vgg16.h5"], "no such file", 1),
         (["--mixed_precision=fp8"], "--mixed_precision", 1),
         (["--backup_freq=often"], "--backup_freq=often", 1),

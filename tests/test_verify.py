@@ -19,7 +19,11 @@ from tests.conftest import REPO_ROOT, make_jpeg_bytes, write_kaggle_folder
 def converted(tmp_path):
     write_kaggle_folder(tmp_path / "train", 6)
     out = tmp_path / "out"
-    writer.convert(writer.ConvertOptions(inputs=(str(tmp_path / "train"),), output_dir=str(out), progress=False))
+    writer.convert(
+        writer.ConvertOptions(
+            inputs=(str(tmp_path / "train"),), output_dir=str(out), progress=False
+        )
+    )
     return out
 
 
@@ -56,7 +60,9 @@ def test_manifest_mismatches_are_listed(converted):
     _edit_manifest(converted, tamper)
     problems = verify.verify_records(str(converted))
     assert any("split train:" in p and "'cat' examples, manifest says" in p for p in problems)
-    assert any("val-00000-of-00002.tfrecord:" in p and "examples, manifest says" in p for p in problems)
+    assert any(
+        "val-00000-of-00002.tfrecord:" in p and "examples, manifest says" in p for p in problems
+    )
     assert any("split val:" in p for p in problems)
 
 
@@ -73,10 +79,18 @@ def test_bad_records_are_named(tmp_path):
     records_dir.mkdir()
     good = make_jpeg_bytes(32, 40, seed=1)
     examples = [
-        schema.make_example(encoded=good, label=0, filename="a.jpg", height=32, width=40, sha256="1" * 64),
-        schema.make_example(encoded=b"not a jpeg", label=1, filename="b.jpg", height=5, width=5, sha256="2" * 64),
-        schema.make_example(encoded=good, label=1, filename="c.jpg", height=99, width=40, sha256="1" * 64),
-        schema.make_example(encoded=good[:200], label=1, filename="d.jpg", height=32, width=40, sha256="4" * 64),
+        schema.make_example(
+            encoded=good, label=0, filename="a.jpg", height=32, width=40, sha256="1" * 64
+        ),
+        schema.make_example(
+            encoded=b"not a jpeg", label=1, filename="b.jpg", height=5, width=5, sha256="2" * 64
+        ),
+        schema.make_example(
+            encoded=good, label=1, filename="c.jpg", height=99, width=40, sha256="1" * 64
+        ),
+        schema.make_example(
+            encoded=good[:200], label=1, filename="d.jpg", height=32, width=40, sha256="4" * 64
+        ),
     ]
     name = schema.shard_name("train", 0, 1)
     with tf.io.TFRecordWriter(str(records_dir / name)) as w:
@@ -98,8 +112,12 @@ def test_bad_records_are_named(tmp_path):
     problems = verify.verify_records(str(records_dir))
     assert len(problems) == 4, problems
     assert any("record 1 (b.jpg): stored bytes are not a JPEG" in p for p in problems)
-    assert any("record 2 (c.jpg): stored size 99x40 but image decodes to 32x40" in p for p in problems)
-    assert any("record 2: same sha256 key as train-00000-of-00001.tfrecord record 0" in p for p in problems)
+    assert any(
+        "record 2 (c.jpg): stored size 99x40 but image decodes to 32x40" in p for p in problems
+    )
+    assert any(
+        "record 2: same sha256 key as train-00000-of-00001.tfrecord record 0" in p for p in problems
+    )
     assert any("record 3 (d.jpg): image does not decode" in p for p in problems)
     # Without decoding, the format check and the duplicate key remain.
     assert len(verify.verify_records(str(records_dir), decode=False)) == 2
@@ -107,7 +125,9 @@ def test_bad_records_are_named(tmp_path):
 
 def test_no_manifest_is_one_clear_problem(tmp_path):
     problems = verify.verify_records(str(tmp_path))
-    assert len(problems) == 1 and "no manifest.json" in problems[0] and "make_records" in problems[0]
+    assert (
+        len(problems) == 1 and "no manifest.json" in problems[0] and "make_records" in problems[0]
+    )
 
 
 def test_command_exits_1_and_lists_problems(converted):

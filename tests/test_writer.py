@@ -23,7 +23,9 @@ from tests.conftest import make_jpeg_bytes, write_kaggle_folder
 def convert(inputs, output_dir, **kwargs) -> writer.ConversionResult:
     kwargs.setdefault("progress", False)
     return writer.convert(
-        writer.ConvertOptions(inputs=tuple(str(i) for i in inputs), output_dir=str(output_dir), **kwargs)
+        writer.ConvertOptions(
+            inputs=tuple(str(i) for i in inputs), output_dir=str(output_dir), **kwargs
+        )
     )
 
 
@@ -71,14 +73,23 @@ def test_round_trip_bytes_labels_counts(tmp_path):
     assert manifest["class_names"] == ["cat", "dog"]
     for split in schema.SPLITS:
         info = manifest["splits"][split]
-        assert info["num_examples"] == len(records[split]) == sum(s["num_examples"] for s in info["shards"])
+        assert (
+            info["num_examples"]
+            == len(records[split])
+            == sum(s["num_examples"] for s in info["shards"])
+        )
         labels = [int(r[schema.LABEL]) for r in records[split]]
         assert info["class_counts"] == {"cat": labels.count(0), "dog": labels.count(1)}
         for shard in info["shards"]:
             data = (tmp_path / "out" / shard["file"]).read_bytes()
             assert shard["sha256"] == hashlib.sha256(data).hexdigest()
     assert manifest["accounting"] == {
-        "inputs_found": 24, "written": 24, "skipped": 0, "duplicates": 0, "converted": 0, "resized": 0
+        "inputs_found": 24,
+        "written": 24,
+        "skipped": 0,
+        "duplicates": 0,
+        "converted": 0,
+        "resized": 0,
     }
     # The split follows the rule exactly, and shards are sha-sorted (classes mixed).
     for split, rows in records.items():
@@ -124,7 +135,11 @@ def test_duplicates_written_once_never_straddle_and_are_listed(tmp_path):
     names = [r[schema.FILENAME].decode() for rows in records.values() for r in rows]
     sha = hashlib.sha256((folder / "dog.2.jpg").read_bytes()).hexdigest()
     assert result.manifest["duplicates"] == [
-        {"sha256": sha, "kept": "train/dog.100.jpg", "dropped": ["train/dog.2.jpg", "train/dog.99.jpg"]}
+        {
+            "sha256": sha,
+            "kept": "train/dog.100.jpg",
+            "dropped": ["train/dog.2.jpg", "train/dog.99.jpg"],
+        }
     ]
     assert "train/dog.100.jpg" in names and "train/dog.2.jpg" not in names
     all_shas = [r[schema.SHA256] for rows in records.values() for r in rows]
@@ -175,8 +190,10 @@ def test_csv_and_class_folders_hold_the_same_images(tmp_path):
 
     def content(records_dir):
         records = read_records(records_dir)
-        return {split: [(r[schema.SHA256], r[schema.LABEL], r[schema.ENCODED]) for r in rows]
-                for split, rows in records.items()}
+        return {
+            split: [(r[schema.SHA256], r[schema.LABEL], r[schema.ENCODED]) for r in rows]
+            for split, rows in records.items()
+        }
 
     convert([kaggle], tmp_path / "a")
     convert([tmp_path / "labels.csv"], tmp_path / "b")
@@ -215,7 +232,9 @@ def test_every_bad_input_is_accounted_for(tmp_path):
     assert reasons["cat.10.jpg"].startswith("truncated JPEG")
     assert reasons["cat.11.jpg"] == "empty file (0 bytes)"
     assert reasons["cat.12.jpg"].startswith("not an image")
-    assert reasons["dog.10.jpg"].startswith("unreadable") and "No such file" in reasons["dog.10.jpg"]
+    assert (
+        reasons["dog.10.jpg"].startswith("unreadable") and "No such file" in reasons["dog.10.jpg"]
+    )
     assert reasons["kitten.1.jpg"].startswith("no recognisable label")
     assert {e["source"].split("/")[-1]: e["conversion"] for e in manifest["converted"]} == {
         "dog.11.jpg": "PNG -> JPEG",
@@ -263,7 +282,9 @@ def test_rerun_is_a_no_op_and_changes_need_overwrite(tmp_path):
     again = convert([folder], out)
     assert again.state == "done" and again.images_processed == 0
     assert shard_bytes(out) == before
-    with pytest.raises(writer.OutputDirError, match="max_short_side: None there, 16 now.*--overwrite"):
+    with pytest.raises(
+        writer.OutputDirError, match="max_short_side: None there, 16 now.*--overwrite"
+    ):
         convert([folder], out, max_short_side=16)
     (folder / "dog.9.jpg").write_bytes(make_jpeg_bytes(seed=99))
     with pytest.raises(writer.OutputDirError, match="different input files"):
@@ -308,9 +329,16 @@ def test_resume_reuses_finished_shards_and_redoes_the_rest(tmp_path):
     work.mkdir()
     (work / writer.PLAN_NAME).write_text(json.dumps({"plan_digest": manifest["plan_digest"]}))
     for shard in manifest["splits"]["train"]["shards"][:2]:
-        sidecar = {"plan_digest": manifest["plan_digest"], "file": shard["file"],
-                   "num_examples": shard["num_examples"], "sha256": shard["sha256"],
-                   "class_counts": shard["class_counts"], "skipped": [], "converted": [], "resized": 0}
+        sidecar = {
+            "plan_digest": manifest["plan_digest"],
+            "file": shard["file"],
+            "num_examples": shard["num_examples"],
+            "sha256": shard["sha256"],
+            "class_counts": shard["class_counts"],
+            "skipped": [],
+            "converted": [],
+            "resized": 0,
+        }
         (work / (shard["file"] + ".json")).write_text(json.dumps(sidecar))
     for name in files[2:]:
         (out / name).unlink()

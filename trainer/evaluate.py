@@ -15,6 +15,8 @@ import sys
 import numpy as np
 from absl import app, flags, logging
 
+from records import cli
+
 FLAGS = flags.FLAGS
 
 
@@ -186,8 +188,7 @@ def main(argv: list[str]) -> int:
 
 
 def run() -> None:
-    _define_flags()
-    app.run(main)
+    cli.run(main, __name__, _define_flags)
 
 
 if __name__ == "__main__":

@@ -20,8 +20,7 @@ from absl import logging
 from records import schema
 from trainer import callbacks as callbacks_lib
 from trainer import model as model_lib
-from trainer import plots
-from trainer import precision
+from trainer import plots, precision
 from trainer import strategy as strategy_lib
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
@@ -248,7 +247,10 @@ def train(config: TrainConfig) -> dict:
         validation_steps = max(1, num_val // config.batch_size)
         logging.info(
             "%d replicas: validating on %d full batches (%d of %d val examples)",
-            replicas, validation_steps, validation_steps * config.batch_size, num_val,
+            replicas,
+            validation_steps,
+            validation_steps * config.batch_size,
+            num_val,
         )
 
     chief = strategy_lib.is_chief(strategy)
@@ -381,8 +383,18 @@ def train(config: TrainConfig) -> dict:
 
 
 def _fine_tune(
-    config, strategy, fit_model, inference_model, train_data, val_data,
-    steps_per_epoch, validation_steps, write_dir, backup_dir, throughput, best,
+    config,
+    strategy,
+    fit_model,
+    inference_model,
+    train_data,
+    val_data,
+    steps_per_epoch,
+    validation_steps,
+    write_dir,
+    backup_dir,
+    throughput,
+    best,
 ):
     """Second phase: unfreeze down to `fine_tune_freeze_layers` and train at a lower rate."""
     base = model_lib.vgg16_base(inference_model)

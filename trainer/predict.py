@@ -19,8 +19,9 @@ import sys
 import numpy as np
 from absl import app, flags, logging
 
-FLAGS = flags.FLAGS
+from records import cli
 
+FLAGS = flags.FLAGS
 
 
 def submission_id(name: str) -> str:
@@ -47,7 +48,10 @@ def _decode_error(encoded: bytes, image_size) -> str:
 
 
 def predict(
-    model_path: str, input_path: str, output_csv: str, batch_size: int = 64,
+    model_path: str,
+    input_path: str,
+    output_csv: str,
+    batch_size: int = 64,
     bad_image_label: float = 0.5,
 ) -> dict:
     """Writes the submission CSV and the bad-images sidecar; returns a summary.
@@ -128,8 +132,9 @@ def predict(
     with open(bad_path, "w") as f:
         json.dump(bad_list, f, indent=2)
     for entry in bad_list:
-        logging.warning("bad image %s: %s (label %s written)", entry["name"], entry["reason"],
-                        bad_image_label)
+        logging.warning(
+            "bad image %s: %s (label %s written)", entry["name"], entry["reason"], bad_image_label
+        )
     summary = {
         "images": len(items),
         "predicted": len(probabilities),
@@ -148,9 +153,7 @@ def _define_flags() -> None:
     flags.DEFINE_string("input", None, "Folder or .zip of images (e.g. Kaggle test1/).")
     flags.DEFINE_string("output", None, "Submission CSV to write.")
     flags.DEFINE_integer("batch_size", 64, "Batch size.")
-    flags.DEFINE_float(
-        "bad_image_label", 0.5, "Label written for images that cannot be decoded."
-    )
+    flags.DEFINE_float("bad_image_label", 0.5, "Label written for images that cannot be decoded.")
 
 
 def main(argv: list[str]) -> int:
@@ -180,8 +183,7 @@ def main(argv: list[str]) -> int:
 
 
 def run() -> None:
-    _define_flags()
-    app.run(main)
+    cli.run(main, __name__, _define_flags)
 
 
 if __name__ == "__main__":

@@ -110,7 +110,9 @@ def make_strategy(name: str, tpu_address: str = "") -> tf.distribute.Strategy:
                 "or use --strategy=auto"
             ) from None
         strategy = tf.distribute.TPUStrategy(resolver)
-    logging.info("strategy %s with %d replica(s)", strategy_name(strategy), strategy.num_replicas_in_sync)
+    logging.info(
+        "strategy %s with %d replica(s)", strategy_name(strategy), strategy.num_replicas_in_sync
+    )
     return strategy
 
 
@@ -149,7 +151,7 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 
 
 def worker_label(strategy: tf.distribute.Strategy) -> str:
-    """"chief" or e.g. "worker_1", for per-worker temporary directories and logs."""
+    """ "chief" or e.g. "worker_1", for per-worker temporary directories and logs."""
     resolver = getattr(strategy, "cluster_resolver", None)
     if is_chief(strategy) or resolver is None:
         return "chief"

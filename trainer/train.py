@@ -12,6 +12,7 @@ import sys
 
 from absl import app, flags, logging
 
+from records import cli
 from trainer import model as model_lib
 
 _RECORDS_DIR = flags.DEFINE_string("records_dir", None, "Directory made by make_records.")
@@ -174,7 +175,7 @@ def main(argv: list[str]) -> int:
 
 
 def run() -> None:
-    app.run(main)
+    cli.run(main, __name__)
 
 
 if __name__ == "__main__":
