@@ -23,7 +23,7 @@ WEIGHTS ?= none
 # Freezing blocks 1-4 only makes sense with pretrained weights.
 FREEZE  ?= $(if $(filter none,$(WEIGHTS)),0,15)
 
-.PHONY: setup demo records records_full train benchmark test lint clean
+.PHONY: setup data demo records records_full train benchmark test lint clean
 
 # Reinstall only when the dependency declarations change.
 $(BIN)/.installed: setup.cfg pyproject.toml requirements-lock.txt
@@ -34,11 +34,15 @@ $(BIN)/.installed: setup.cfg pyproject.toml requirements-lock.txt
 
 setup: $(BIN)/.installed
 
+data:
+	@test -e $(DATA) || { echo "No images at $(DATA): run from a checkout with ../shared beside it," \
+	  "or pass DATA=/path/to/train (a folder, Kaggle's train.zip or a filename,label CSV)."; exit 1; }
+
 # make_records is resumable and idempotent: rerunning finishes or skips the conversion.
-records: setup
+records: setup data
 	$(BIN)/make_records --input=$(DATA) --output_dir=$(RECORDS) --max_short_side=160
 
-records_full: setup
+records_full: setup data
 	$(BIN)/make_records --input=$(DATA) --output_dir=$(RECORDS_FULL)
 
 train: records

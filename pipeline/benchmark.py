@@ -567,10 +567,10 @@ def format_report(report: dict[str, Any]) -> str:
     for t in report["targets"]:
         lines.append(
             f"target {t['variant']} >= {t['target_ratio']}x {t['reference']}: "
-            f"by images/s {t['ratio']:.2f}x {'MET' if t['met'] else 'NOT MET'}; "
+            f"by images/s {t['ratio']:.3f}x {'MET' if t['met'] else 'NOT MET'}; "
             f"by CPU time per image "
             + (
-                f"{t['cpu_ratio']:.2f}x {'MET' if t['cpu_met'] else 'NOT MET'}"
+                f"{t['cpu_ratio']:.3f}x {'MET' if t['cpu_met'] else 'NOT MET'}"
                 if t["cpu_ratio"] is not None
                 else "n/a"
             )

@@ -67,6 +67,7 @@ def test_writes_valid_submission_and_reports_bad_images(saved_model, tmp_path, a
     assert labels["4"] == 0.5
     bad = json.loads((tmp_path / "submission.bad_images.json").read_text())
     assert [entry["id"] for entry in bad] == ["4"] and "decode" in bad[0]["reason"]
+    assert "function_node" not in bad[0]["reason"] and "[Op:" not in bad[0]["reason"]
     for image_id, encoded in images.items():
         image = decode.decode_image_any(tf.constant(encoded), (32, 32))
         expected = model.predict_on_batch(image[None])[0, 1]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import sys
 
 import numpy as np
@@ -43,7 +44,11 @@ def _decode_error(encoded: bytes, image_size) -> str:
     try:
         decode.decode_image_any(tf.constant(encoded), image_size)
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError, ValueError) as e:
-        return f"cannot decode: {getattr(e, 'message', str(e)).strip()}"
+        message = getattr(e, "message", str(e))
+        # Eager op errors wrap the decoder's sentence in "{{function_node ...}}" and
+        # "[Op:DecodeImage] name:"; keep the sentence, which is what a user can act on.
+        message = re.sub(r"\{\{function_node [^}]*\}\}|\[Op:\w+\].*$", "", message)
+        return f"cannot decode: {message.strip()}"
     return "cannot decode (failed in the batched pipeline)"
 
 
