@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import pathlib
+import sys
 
 import numpy as np
 import pytest
@@ -19,6 +20,23 @@ from records import schema
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SAMPLE_DIR = REPO_ROOT.parent / "shared" / "data" / "dogs-vs-cats" / "train"
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """Environment for running the project's commands in a child process (`python -m ...`)."""
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO_ROOT), **extra}
+
+
+def train_command(records_dir, model_dir, *flags: str) -> list[str]:
+    """`python -m trainer.train` with the two required flags, then ``flags``."""
+    return [
+        sys.executable,
+        "-m",
+        "trainer.train",
+        f"--records_dir={records_dir}",
+        f"--model_dir={model_dir}",
+        *flags,
+    ]
 
 
 def make_jpeg_bytes(height: int = 48, width: int = 64, seed: int = 0, quality: int = 90) -> bytes:

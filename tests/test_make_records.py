@@ -15,13 +15,13 @@ import pytest
 from absl import app, flags
 
 from records import make_records, schema, writer
-from tests.conftest import REPO_ROOT, write_kaggle_folder
+from tests.conftest import REPO_ROOT, subprocess_env, write_kaggle_folder
 
 COMMAND = [sys.executable, "-m", "records.make_records"]
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO_ROOT))
+    env = subprocess_env()
     return env
 
 

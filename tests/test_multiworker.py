@@ -7,15 +7,13 @@ run here is a fresh `python -m trainer.train` process.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import socket
 import subprocess
-import sys
 
 import keras
 import numpy as np
-from conftest import make_jpeg_bytes, write_records
+from conftest import make_jpeg_bytes, subprocess_env, train_command, write_records
 
 from records import schema
 from trainer import evaluate as evaluate_lib
@@ -35,20 +33,11 @@ COMMON = [
 ]
 
 
-def _env(**extra):
-    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO_ROOT), **extra}
+_env = subprocess_env
 
 
 def _command(records_dir, model_dir, *flags):
-    return [
-        sys.executable,
-        "-m",
-        "trainer.train",
-        f"--records_dir={records_dir}",
-        f"--model_dir={model_dir}",
-        *COMMON,
-        *flags,
-    ]
+    return train_command(records_dir, model_dir, *COMMON, *flags)
 
 
 def _records(tmp_path, num_train=32, num_val=8):

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import signal
 import subprocess
 import sys
 import time
 
+import conftest
 import pandas as pd
 import pytest
 
@@ -28,20 +28,10 @@ SMALL_FLAGS = [
 
 
 def train_command(records_dir, model_dir, *flags):
-    return [
-        sys.executable,
-        "-m",
-        "trainer.train",
-        f"--records_dir={records_dir}",
-        f"--model_dir={model_dir}",
-        *SMALL_FLAGS,
-        *flags,
-    ]
+    return conftest.train_command(records_dir, model_dir, *SMALL_FLAGS, *flags)
 
 
-def run_env(**extra):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO_ROOT), **extra}
-    return env
+run_env = conftest.subprocess_env
 
 
 def run_train(records_dir, model_dir, *flags, env=None, timeout=240):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 
@@ -12,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from records import schema, verify, writer
-from tests.conftest import REPO_ROOT, make_jpeg_bytes, write_kaggle_folder
+from tests.conftest import REPO_ROOT, make_jpeg_bytes, subprocess_env, write_kaggle_folder
 
 
 @pytest.fixture
@@ -136,7 +135,7 @@ def test_command_exits_1_and_lists_problems(converted):
     result = subprocess.run(
         [sys.executable, "-m", "records.verify", f"--records_dir={converted}"],
         cwd=REPO_ROOT,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO_ROOT)),
+        env=subprocess_env(),
         capture_output=True,
         text=True,
         timeout=120,
