@@ -11,12 +11,22 @@ decodes to the right RGB colours, and the recorded height/width are the stored i
   wrong. A GIF contributes its first frame; transparency is composited onto white.
 * Empty, truncated or corrupt files and non-images raise ``BadImage`` with the reason.
 
+* A photo whose EXIF ``Orientation`` tag (values 2-8) says it is stored sideways or
+  mirrored is turned upright and re-encoded (only those images), because
+  ``tf.io.decode_jpeg`` ignores EXIF: the record must hold the picture as a viewer shows
+  it, with the upright height/width. ``conversion`` says what was done.
+* An image whose header claims more than ``MAX_PIXELS`` pixels is skipped *before* it is
+  decoded, so that a few-KB file claiming 9000x9000 cannot cost a worker 240 MB.
+* An archive (e.g. a ``.zip`` inside the input) is skipped as a nested archive.
+
 Truncation: Pillow fully decodes every image (``Image.load``) with
 ``LOAD_TRUNCATED_IMAGES`` off, which raises on a JPEG whose data ends early, even when
 only the end-of-image marker is missing. We rely on that rather than on TF, whose
 decoder behaviour on short data has varied between versions.
 
-This module imports no TensorFlow (it runs in pool workers).
+``upright`` and ``decode_upright_rgb`` apply the same rules for code that decodes
+images without storing them (prediction). This module imports no TensorFlow (it runs in
+pool workers).
 """
 
 from __future__ import annotations
@@ -26,13 +36,39 @@ import hashlib
 import io
 import warnings
 
-from PIL import Image, ImageFile, UnidentifiedImageError
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 # Explicit, in case any other import flipped this global: truncated images must fail.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
 _MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG", "PNG"), (b"GIF8", "GIF"), (b"BM", "BMP"))
+_ARCHIVE_MAGIC = (
+    (b"PK\x03\x04", "zip"),
+    (b"\x1f\x8b", "gzip"),
+    (b"7z\xbc\xaf\x27\x1c", "7z"),
+    (b"Rar!\x1a\x07", "rar"),
+)
+
+# The largest picture decoded, in pixels (width * height), checked from the header
+# before any decoding. Real photos stay below it: 48/50 MP phone cameras (8000x6000,
+# 8160x6120), 64 MP ones (9248x6936 = 64.1 MP) and 61 MP full-frame cameras
+# (9504x6336 = 60.2 MP). Decoded as RGB that is at most ~195 MB per worker; anything
+# larger (e.g. a 9000x9000 header on a few-KB file) is skipped with the reason.
+MAX_PIXELS = 65_000_000
+
+# EXIF Orientation value -> what ``ImageOps.exif_transpose`` does to show it upright.
+_ORIENTATION_FIXES = {
+    2: "mirrored left-right",
+    3: "rotated 180°",
+    4: "mirrored top-bottom",
+    5: "mirrored along the main diagonal",
+    6: "rotated 90° clockwise",
+    7: "mirrored along the anti-diagonal",
+    8: "rotated 90° counter-clockwise",
+}
+_EXIF_ORIENTATION = 0x0112
 
 
 class BadImage(ValueError):
@@ -47,8 +83,9 @@ class PreparedImage:
       encoded: RGB JPEG bytes.
       height: Height of the stored image in pixels.
       width: Width of the stored image in pixels.
-      conversion: None unless the format or colour space was changed, else what was
-        done (e.g. ``"PNG -> JPEG"``, ``"JPEG CMYK -> RGB"``).
+      conversion: None unless the format, colour space or orientation was changed, else
+        what was done (e.g. ``"PNG -> JPEG"``, ``"JPEG CMYK -> RGB"``,
+        ``"EXIF orientation 6 -> rotated 90° clockwise (stored upright)"``), joined by "; ".
       resized: Whether the image was scaled down for ``max_short_side``.
     """
 
@@ -84,37 +121,41 @@ def resized_size(width: int, height: int, max_short_side: int | None) -> tuple[i
     return max(1, round(width * scale)), max_short_side
 
 
-def prepare(
-    data: bytes, max_short_side: int | None = None, jpeg_quality: int = 90
-) -> PreparedImage:
-    """Checks one image and returns the bytes to store.
-
-    Args:
-      data: The source file's bytes.
-      max_short_side: If set, the stored copy's shorter side is at most this many
-        pixels (re-encoded; never upscaled). None keeps the original size.
-      jpeg_quality: JPEG quality (1-95) for any re-encoded image.
-
-    Returns:
-      The image to store.
+def _open_checked(data: bytes, max_pixels: int) -> tuple[Image.Image, str, str]:
+    """Decodes ``data`` fully after checking its size; returns (image, format, mode).
 
     Raises:
-      BadImage: With the reason, if the bytes are empty, not an image, truncated or corrupt.
+      BadImage: With the reason, if the bytes are empty, an archive, not an image, too
+        large, truncated or corrupt.
     """
     if not data:
         raise BadImage("empty file (0 bytes)")
+    archive = next((kind for magic, kind in _ARCHIVE_MAGIC if data.startswith(magic)), None)
+    if archive is not None:
+        raise BadImage(
+            f"nested archive: a {archive} archive, not an image; unpack it and pass it "
+            "as its own --input"
+        )
     # Named from the magic bytes until Pillow knows better, so that a file cut short
     # inside its header is still reported as a truncated JPEG, not an "image".
     source_format = next((f for magic, f in _MAGIC if data.startswith(magic)), "image")
-    source_mode = None
     try:
         with warnings.catch_warnings():
             # DecompressionBombWarning and friends: we decide, not a warning on stderr.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # open() reads only the header: the size is known before any pixel is decoded.
             image = Image.open(io.BytesIO(data))
             source_format, source_mode = image.format or "unknown", image.mode
+            width, height = image.size
+            if width * height > max_pixels:
+                raise BadImage(
+                    f"image too large: {width}x{height} = {width * height} pixels "
+                    f"(limit {max_pixels})"
+                )
             # Full decode: the only reliable way to find truncated or corrupt data.
             image.load()
+    except BadImage:
+        raise
     except UnidentifiedImageError:
         raise BadImage(f"not an image (no known image format; starts with {data[:8]!r})") from None
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
@@ -125,14 +166,84 @@ def prepare(
         raise BadImage(f"corrupt {source_format} ({type(e).__name__}: {e})") from None
     except Exception as e:  # noqa: BLE001 - one odd file must never end the whole run.
         raise BadImage(f"cannot decode {source_format} ({type(e).__name__}: {e})") from None
+    return image, source_format, source_mode
 
+
+def upright(image: Image.Image) -> tuple[Image.Image, str | None]:
+    """The picture as a viewer shows it: EXIF orientation applied.
+
+    Args:
+      image: A decoded (or at least opened) Pillow image.
+
+    Returns:
+      ``(image, None)`` when there is nothing to do (no Orientation tag, 1, or an
+      invalid value), else ``(upright copy, description)``, e.g.
+      ``"EXIF orientation 6 -> rotated 90° clockwise (stored upright)"``.
+    """
+    try:
+        orientation = image.getexif().get(_EXIF_ORIENTATION)
+    except Exception:  # noqa: BLE001 - malformed EXIF: keep the pixels as stored.
+        return image, None
+    if orientation not in _ORIENTATION_FIXES:
+        return image, None
+    fix = _ORIENTATION_FIXES[orientation]
+    return ImageOps.exif_transpose(
+        image
+    ), f"EXIF orientation {orientation} -> {fix} (stored upright)"
+
+
+def decode_upright_rgb(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decodes image bytes as ``prepare`` sees them: size-checked, upright, RGB.
+
+    Args:
+      data: Image file bytes (any format Pillow reads).
+      max_pixels: Refuse images with more pixels than this (checked before decoding).
+
+    Returns:
+      A ``(height, width, 3)`` uint8 array of the upright picture.
+
+    Raises:
+      BadImage: With the reason, as for ``prepare``.
+    """
+    image, _, _ = _open_checked(data, max_pixels)
+    image, _ = upright(image)
+    return np.asarray(_to_rgb(image), dtype=np.uint8)
+
+
+def prepare(
+    data: bytes,
+    max_short_side: int | None = None,
+    jpeg_quality: int = 90,
+    max_pixels: int = MAX_PIXELS,
+) -> PreparedImage:
+    """Checks one image and returns the bytes to store.
+
+    Args:
+      data: The source file's bytes.
+      max_short_side: If set, the stored copy's shorter side is at most this many
+        pixels (re-encoded; never upscaled). None keeps the original size.
+      jpeg_quality: JPEG quality (1-95) for any re-encoded image.
+      max_pixels: Skip images with more pixels than this (checked before decoding).
+
+    Returns:
+      The image to store.
+
+    Raises:
+      BadImage: With the reason, if the bytes are empty, an archive, not an image, too
+        large, truncated or corrupt.
+    """
+    image, source_format, source_mode = _open_checked(data, max_pixels)
+    image, orientation_fix = upright(image)
     width, height = image.size
     new_width, new_height = resized_size(width, height, max_short_side)
-    conversion = None
+    changes = []
     if source_format != "JPEG":
-        conversion = f"{source_format} -> JPEG"
+        changes.append(f"{source_format} -> JPEG")
     elif source_mode != "RGB":
-        conversion = f"JPEG {source_mode} -> RGB"
+        changes.append(f"JPEG {source_mode} -> RGB")
+    if orientation_fix:
+        changes.append(orientation_fix)
+    conversion = "; ".join(changes) or None
     resized = (new_width, new_height) != (width, height)
     if conversion is None and not resized:
         return PreparedImage(encoded=data, height=height, width=width)

@@ -10,10 +10,8 @@ Feature keys follow the TF Model Garden / TF Object Detection convention
 
 from __future__ import annotations
 
-import json
 import os
 import re
-from typing import Any
 
 import tensorflow as tf
 
@@ -30,6 +28,8 @@ ENCODED = "image/encoded"
 FORMAT = "image/format"
 LABEL = "image/class/label"
 LABEL_TEXT = "image/class/text"
+# The source's name (``SourceImage.name``) as its original bytes: UTF-8 where the name
+# was valid UTF-8, else the file system's bytes exactly (a name is never lost or altered).
 FILENAME = "image/filename"
 HEIGHT = "image/height"
 WIDTH = "image/width"
@@ -75,7 +75,11 @@ def make_example(
     Args:
       encoded: The stored image bytes (always JPEG in records this project writes).
       label: Class index into ``CLASS_NAMES``.
-      filename: The source name, for tracing a record back to its input.
+      filename: The source name, for tracing a record back to its input. Stored as the
+        name's original bytes: UTF-8 for a valid UTF-8 name; for one that is not (a
+        ``str`` with surrogate escapes, as Python gives such file names) the exact bytes
+        it has on disk (UTF-8 with ``surrogateescape``, the inverse of Python's decoding),
+        so storing never fails and loses nothing.
       height: Height in pixels of the *stored* image.
       width: Width in pixels of the *stored* image.
       sha256: Hex sha256 of the original source bytes (the image's identity).
@@ -94,7 +98,7 @@ def make_example(
         FORMAT: _bytes(image_format.encode()),
         LABEL: _int64(label),
         LABEL_TEXT: _bytes(CLASS_NAMES[label].encode()),
-        FILENAME: _bytes(filename.encode()),
+        FILENAME: _bytes(filename.encode("utf-8", "surrogateescape")),
         HEIGHT: _int64(height),
         WIDTH: _int64(width),
         SHA256: _bytes(sha256.encode()),
@@ -122,70 +126,3 @@ def parse_shard_name(name: str) -> tuple[str, int, int] | None:
 
 def manifest_path(records_dir: str) -> str:
     return os.path.join(records_dir, MANIFEST_NAME)
-
-
-def read_manifest(records_dir: str) -> dict[str, Any]:
-    """Reads and sanity-checks ``records_dir/manifest.json``.
-
-    Layout (written by ``records.writer``)::
-
-      {"format_version": 1,
-       "class_names": ["cat", "dog"],
-       "settings": {...the converter settings...},
-       "inputs_found": int,
-       "splits": {"train": {"num_examples": int,
-                            "class_counts": {"cat": int, "dog": int},
-                            "shards": [{"file": "train-00000-of-00004.tfrecord",
-                                        "num_examples": int,
-                                        "sha256": "<hex of the shard file>"}, ...]},
-                  "val": {...}},
-       "skipped": [{"source": str, "reason": str}, ...],
-       "duplicates": [{"sha256": str, "kept": str, "dropped": [str, ...]}, ...]}
-
-    Raises:
-      FileNotFoundError: If there is no manifest (with what to run to make one).
-      ValueError: If the manifest is unreadable or of another format version.
-    """
-    path = manifest_path(records_dir)
-    if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(
-            f"no {MANIFEST_NAME} in {records_dir!r}: convert images first with "
-            f"`make_records --input=<images> --output_dir={records_dir}`"
-        )
-    with tf.io.gfile.GFile(path) as f:
-        try:
-            manifest = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not valid JSON ({e}); rerun make_records") from e
-    version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ValueError(
-            f"{path} has format_version {version!r}, this code reads {FORMAT_VERSION}; "
-            "rerun make_records with this version"
-        )
-    return manifest
-
-
-def shard_paths(records_dir: str, split: str, manifest: dict[str, Any] | None = None) -> list[str]:
-    """Full paths of the shards of ``split`` listed in the manifest, in order.
-
-    Raises:
-      ValueError: If the split is unknown or has no shards.
-      FileNotFoundError: If a listed shard is missing on disk.
-    """
-    manifest = manifest if manifest is not None else read_manifest(records_dir)
-    splits = manifest.get("splits", {})
-    if split not in splits:
-        raise ValueError(
-            f"split {split!r} not in {manifest_path(records_dir)}; it has {sorted(splits)}"
-        )
-    files = [os.path.join(records_dir, s["file"]) for s in splits[split]["shards"]]
-    if not files:
-        raise ValueError(f"no shards for split {split!r} in {manifest_path(records_dir)}")
-    missing = [f for f in files if not tf.io.gfile.exists(f)]
-    if missing:
-        raise FileNotFoundError(
-            f"{len(missing)} shard(s) listed in the manifest are missing, e.g. {missing[0]}; "
-            "rerun the same make_records command to finish the conversion"
-        )
-    return files

@@ -2,21 +2,37 @@
 
 Every input is turned into a flat list of ``SourceImage``s *without reading any image*:
 listing is cheap, and every file found is an input to account for, so files that
-cannot be used (no recognisable label, a label conflict) are still listed, carrying the
-``problem`` that will make the writer skip them with that reason.
+cannot be used (no recognisable label, a label conflict, a nested archive, a zip member
+too large) are still listed, carrying the ``problem`` that will make the writer skip
+them with that reason.
 
 Kinds of input (auto-detected by ``detect_kind``):
 
-* ``folder``: a directory, walked recursively. The label of ``<dir>/.../<file>`` comes
-  from the nearest enclosing folder named like a class (``cat``/``cats``/``Cat`` ...,
-  the folder-per-class layout of many public copies), else from the Kaggle file-name
-  rule: the word before the first dot (``Dog.12.jpg`` -> dog), case-insensitive. When
-  both exist and disagree (``cats/dog.1.jpg``) the file is skipped as conflicting.
+* ``folder``: a directory, walked recursively (``records.folders``). The label of
+  ``<dir>/.../<file>`` comes from the nearest enclosing folder named like a class
+  (``cat``/``cats``/``Cat`` ..., the folder-per-class layout of many public copies),
+  else from the Kaggle file-name rule: the word before the first dot (``Dog.12.jpg`` ->
+  dog), case-insensitive (``records.labels``). When both exist and disagree
+  (``cats/dog.1.jpg``) the file is skipped as conflicting; an archive inside the input
+  is skipped as a nested archive. Symlinked folders are followed (``cats -> ../real_cats``).
+  A folder that cannot be listed (permission denied, a symlink loop, the same folder
+  reached twice through symlinks, an I/O error) is itself listed as *one input* with
+  the reason as its ``problem``: its files are unknown, so the folder stands for them,
+  and the accounting (written + skipped + duplicates == inputs found) counts it as one
+  input found and one skipped. ``Listing`` also counts folders, so that one dropped
+  without a trace breaks ``folders_found == folders_read + folders_skipped``.
 * ``zip``: a ``.zip`` archive (e.g. the Kaggle ``train.zip``), read in place with
   ``zipfile``; its member paths are labelled exactly like a folder's relative paths.
+  Members are read by their entry, not their name, so two entries with the same name
+  are two inputs (named ``<member> (entry 1 of 2)`` ...). A member larger than
+  ``zips.MAX_MEMBER_BYTES`` uncompressed is skipped unread (``records.zips``).
 * ``table``: a ``.csv``/``.tsv``/``.parquet``/``.json``/``.feather`` file with
-  ``filename`` and ``label`` columns; file names are relative to the table's folder
-  (absolute ones are used as they are); labels are class names or class indices.
+  ``filename`` and ``label`` columns; file names are relative to the
+  table's folder (absolute ones are used as they are); labels are class names or indices.
+
+A file name that is not valid UTF-8 arrives (as Python gives it) as a ``str`` with
+surrogate escapes; it is kept so in ``SourceImage.name``, stored as its original bytes
+in the records, and shown with ``display_name`` wherever it is written as text.
 
 This module reads no flags and imports no TensorFlow, so pool workers stay light.
 """
@@ -30,6 +46,11 @@ import re
 import stat
 import zipfile
 from collections.abc import Iterator, Sequence
+
+from absl import logging
+
+from records import folders, zips
+from records.labels import label_from_cell, label_from_path
 
 # Table formats, by extension, and the pandas reader for each.
 _TABLE_READERS = {
@@ -48,19 +69,33 @@ class InputError(ValueError):
     """A user-facing problem with an ``--input`` (missing, empty, unknown kind ...)."""
 
 
+def display_name(name: str) -> str:
+    """``name`` as readable text: undecodable bytes of a file name shown as ``\\xff``.
+
+    File names that are not valid UTF-8 come from the OS as ``str`` with surrogate
+    escapes, which strict UTF-8 (and JSON readers) refuse; this is what manifests and
+    logs show instead. Valid names are returned unchanged.
+    """
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 @dataclasses.dataclass(frozen=True)
 class SourceImage:
-    """One input file: where it is, what it is called and (if known) its label.
+    """One input file (or one unreadable folder): where it is, its name and label.
 
     Attributes:
       name: Short, stable name: the path relative to the input folder's *parent*
         (``train/cat.1.jpg`` for input ``.../train``), the member path inside a zip
-        (``train/cat.1.jpg`` in Kaggle's ``train.zip``), or the table's ``filename``
-        value. Stored in the records as ``image/filename``; posix separators.
+        (``train/cat.1.jpg`` in Kaggle's ``train.zip``; ``... (entry 2 of 2)`` when the
+        zip holds that name more than once), or the table's ``filename`` value. Stored in
+        the records as ``image/filename``; posix separators; an unreadable folder's name
+        ends with ``/``. May hold surrogate escapes (see ``display_name``).
       path: The file on disk: the image itself, or the zip that holds it.
       member: The zip member name, or None for a plain file.
       label: Class index, or None when unknown (unlabelled input, or ``problem`` set).
       problem: Why this input cannot be used, found while listing (e.g. no label).
+      member_index: Position of the member's entry in the zip's central directory.
+      folder: Whether this stands for a folder that could not be listed.
     """
 
     name: str
@@ -68,44 +103,32 @@ class SourceImage:
     member: str | None = None
     label: int | None = None
     problem: str | None = None
+    member_index: int | None = None
+    folder: bool = False
 
     @property
     def location(self) -> str:
         """Full human-readable location (``/data/train.zip:train/cat.1.jpg``)."""
-        return self.path if self.member is None else f"{self.path}:{self.member}"
+        # A zip item's name is its member path (plus the entry number for repeats).
+        return self.path if self.member is None else f"{self.path}:{self.name}"
 
     def read(self) -> bytes:
         """Returns the file's bytes.
 
         Raises:
           OSError: If the file cannot be read (missing, permission denied, I/O error,
-            not a regular file, bad zip member).
+            not a regular file, a folder, bad or too large zip member).
         """
+        if self.folder:
+            raise IsADirectoryError(self.problem or "a folder, not a file")
         if self.member is not None:
-            try:
-                return _open_zip(self.path).read(self.member)
-            except (zipfile.BadZipFile, KeyError, RuntimeError) as e:
-                # Corrupt member or encrypted entry: an unreadable input, not a crash.
-                raise OSError(f"cannot read zip member: {e}") from e
+            return zips.read_member(self.path, self.member, self.member_index)
         # Refuse FIFOs, sockets and devices: open() on a FIFO would block forever.
         mode = os.stat(self.path).st_mode
         if not stat.S_ISREG(mode):
             raise OSError(f"not a regular file (mode {stat.filemode(mode)})")
         with open(self.path, "rb") as f:
             return f.read()
-
-
-# One open ZipFile per (process, archive): reopening parses the central directory
-# (25,000 entries for Kaggle's train.zip) for every image. Keyed by pid so a forked
-# worker never shares its parent's file offset.
-_ZIP_CACHE: dict[tuple[int, str], zipfile.ZipFile] = {}
-
-
-def _open_zip(path: str) -> zipfile.ZipFile:
-    key = (os.getpid(), path)
-    if key not in _ZIP_CACHE:
-        _ZIP_CACHE[key] = zipfile.ZipFile(path)
-    return _ZIP_CACHE[key]
 
 
 def read_digest(source: SourceImage) -> tuple:
@@ -121,46 +144,6 @@ def read_digest(source: SourceImage) -> tuple:
     if not data:
         return "skip", "empty file (0 bytes)"
     return "ok", hashlib.sha256(data).hexdigest(), len(data)
-
-
-def class_from_word(word: str, class_names: Sequence[str]) -> int | None:
-    """Class index for ``cat``/``Cats``/``DOG`` ... (singular or plural), else None."""
-    word = word.strip().lower()
-    for index, class_name in enumerate(class_names):
-        if word in (class_name, class_name + "s"):
-            return index
-    return None
-
-
-def label_from_path(relpath: str, class_names: Sequence[str]) -> tuple[int | None, str | None]:
-    """Label of a file from its path relative to the input (folder or zip).
-
-    Returns:
-      ``(label, None)`` on success, else ``(None, reason)``.
-    """
-    parts = relpath.split("/")
-    folder_label = None
-    # The nearest class-named folder wins over ones further up (data/cats/x.jpg -> cat).
-    for part in reversed(parts[:-1]):
-        folder_label = class_from_word(part, class_names)
-        if folder_label is not None:
-            break
-    basename = parts[-1]
-    name_label = (
-        class_from_word(basename.split(".", 1)[0], class_names) if "." in basename else None
-    )
-    if folder_label is not None and name_label is not None and folder_label != name_label:
-        return None, (
-            f"label conflict: folder says {class_names[folder_label]!r}, "
-            f"file name says {class_names[name_label]!r}"
-        )
-    label = folder_label if folder_label is not None else name_label
-    if label is None:
-        return None, (
-            f"no recognisable label: expected <class>.<n>.<ext> or a class folder, "
-            f"classes {list(class_names)}"
-        )
-    return label, None
 
 
 def detect_kind(path: str) -> str:
@@ -184,66 +167,103 @@ def detect_kind(path: str) -> str:
     )
 
 
-def _walk_files(root: str) -> list[str]:
-    """Paths (relative to root, posix) of every non-directory entry below root, sorted."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for filename in filenames:
-            full = os.path.join(dirpath, filename)
-            found.append(os.path.relpath(full, root).replace(os.sep, "/"))
-    return sorted(found)
+@dataclasses.dataclass(frozen=True)
+class Listing:
+    """Everything found in one input.
+
+    Attributes:
+      kind: ``folder``, ``zip`` or ``table``.
+      items: One ``SourceImage`` per file, row, zip entry or unreadable folder, sorted
+        by name; each is an input to account for.
+      folders_found: Folders seen (the input folder included), symlinked ones too; 0
+        for a zip or a table.
+      folders_read: Folders whose entries were listed.
+    """
+
+    kind: str
+    items: list[SourceImage]
+    folders_found: int = 0
+    folders_read: int = 0
+
+    @property
+    def folders_skipped(self) -> int:
+        """Folders listed as skipped inputs (``folder`` items)."""
+        return sum(item.folder for item in self.items)
 
 
-def _list_folder(root: str, class_names: Sequence[str]) -> list[SourceImage]:
+def _walk(root: str) -> folders.Walk:
+    try:
+        return folders.walk(root)
+    except OSError as e:
+        raise InputError(f"--input {root!r}: cannot list the folder: {e}") from e
+
+
+def _folder_items(root: str, walk: folders.Walk, class_names) -> list[SourceImage]:
     prefix = os.path.basename(os.path.normpath(os.path.abspath(root)))
+    base = os.path.abspath(root)
     items = []
-    for relpath in _walk_files(root):
-        label, problem = label_from_path(relpath, class_names)
+    for relpath in walk.files:
+        label, problem = label_from_path(relpath, class_names) if class_names else (None, None)
         items.append(
             SourceImage(
                 name=f"{prefix}/{relpath}",
-                path=os.path.join(os.path.abspath(root), *relpath.split("/")),
+                path=os.path.join(base, *relpath.split("/")),
                 label=label,
                 problem=problem,
             )
         )
-    return items
-
-
-def _zip_members(path: str) -> list[str]:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return sorted(info.filename for info in archive.infolist() if not info.is_dir())
-    except (zipfile.BadZipFile, OSError) as e:
-        raise InputError(f"--input {path!r} is not a readable zip archive: {e}") from e
-
-
-def _list_zip(path: str, class_names: Sequence[str]) -> list[SourceImage]:
-    items = []
-    for member in _zip_members(path):
-        label, problem = label_from_path(member, class_names)
+    for relpath, reason in walk.bad_folders:
         items.append(
             SourceImage(
-                name=member, path=os.path.abspath(path), member=member, label=label, problem=problem
+                name=f"{prefix}/{relpath}/",
+                path=os.path.join(base, *relpath.split("/")),
+                problem=reason,
+                folder=True,
             )
         )
     return items
 
 
-def _label_from_cell(value: object, class_names: Sequence[str]) -> tuple[int | None, str | None]:
-    """A table's label cell: a class name (any case) or a class index (0/1, "1", 1.0)."""
-    text = str(value).strip()
-    by_name = class_from_word(text, class_names)
-    if by_name is not None:
-        return by_name, None
+def _zip_items(path: str) -> list[SourceImage]:
+    """One unlabelled item per file entry, in central-directory order."""
     try:
-        number = float(text)
-    except ValueError:
-        number = None
-    if number is not None and number.is_integer() and 0 <= number < len(class_names):
-        return int(number), None
-    return None, f"label {text!r} is not a class name {list(class_names)} or index"
+        entries = zips.file_entries(path)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise InputError(f"--input {path!r} is not a readable zip archive: {e}") from e
+    repeats: dict[str, int] = {}
+    for _, info in entries:
+        repeats[info.filename] = repeats.get(info.filename, 0) + 1
+    seen: dict[str, int] = {}
+    items = []
+    for index, info in entries:
+        name = info.filename
+        if repeats[name] > 1:
+            # ZipFile.read(name) would give the last entry for every copy: read by entry,
+            # and name each one so the reports can tell them apart.
+            seen[name] = seen.get(name, 0) + 1
+            name = f"{name} (entry {seen[name]} of {repeats[name]})"
+        items.append(
+            SourceImage(
+                name=name,
+                path=os.path.abspath(path),
+                member=info.filename,
+                member_index=index,
+                problem=zips.too_large(info.file_size),
+            )
+        )
+    return items
+
+
+def _label_zip_items(items: list[SourceImage], class_names) -> list[SourceImage]:
+    labelled = []
+    for item in items:
+        label, problem = label_from_path(item.member, class_names)
+        # A size problem found while listing wins: the member is never read.
+        problem = item.problem or problem
+        labelled.append(
+            dataclasses.replace(item, label=None if problem else label, problem=problem)
+        )
+    return labelled
 
 
 def _list_table(path: str, class_names: Sequence[str]) -> list[SourceImage]:
@@ -269,7 +289,7 @@ def _list_table(path: str, class_names: Sequence[str]) -> list[SourceImage]:
     items = []
     for filename, value in zip(frame[columns["filename"]], frame[columns["label"]]):
         name = str(filename).strip().replace("\\", "/")
-        label, problem = _label_from_cell(value, class_names)
+        label, problem = label_from_cell(value, class_names)
         if not name:
             problem = "empty filename in table"
         items.append(
@@ -283,7 +303,7 @@ def _list_table(path: str, class_names: Sequence[str]) -> list[SourceImage]:
     return items
 
 
-def list_labelled(path: str, class_names: Sequence[str]) -> tuple[str, list[SourceImage]]:
+def list_labelled(path: str, class_names: Sequence[str]) -> Listing:
     """Lists every file of one input, labelled where possible; reads no image.
 
     Args:
@@ -291,18 +311,27 @@ def list_labelled(path: str, class_names: Sequence[str]) -> tuple[str, list[Sour
       class_names: Class names in label order, e.g. ``("cat", "dog")``.
 
     Returns:
-      ``(kind, items)``: the detected kind and one ``SourceImage`` per file or row,
-      sorted by name. Items that cannot be used carry a ``problem``.
+      The listing: the detected kind and one ``SourceImage`` per file, row, zip entry or
+      unreadable folder, sorted by name. Items that cannot be used carry a ``problem``.
 
     Raises:
       InputError: If the input is missing, of unknown kind, unreadable or empty.
     """
     kind = detect_kind(path)
-    listers = {"folder": _list_folder, "zip": _list_zip, "table": _list_table}
-    items = listers[kind](path, class_names)
+    walk = None
+    if kind == "folder":
+        walk = _walk(path)
+        items = _folder_items(path, walk, class_names)
+    elif kind == "zip":
+        items = _label_zip_items(_zip_items(path), class_names)
+    else:
+        items = _list_table(path, class_names)
     if not items:
         raise InputError(f"--input {path!r} ({kind}) holds no files; nothing to convert")
-    return kind, sorted(items, key=lambda item: (item.name, item.location))
+    items.sort(key=lambda item: (item.name, item.location))
+    if walk is None:
+        return Listing(kind, items)
+    return Listing(kind, items, walk.folders_found, walk.folders_read)
 
 
 def _natural_key(name: str) -> list:
@@ -315,7 +344,8 @@ def iter_unlabelled(path: str) -> Iterator[SourceImage]:
 
     Every regular entry is yielded (in natural order: ``2.jpg`` before ``10.jpg``)
     except hidden files and ``__MACOSX`` metadata; the caller decodes ``item.read()``
-    and decides what to do with a file that is not an image.
+    and decides what to do with a file that is not an image. Folders that cannot be
+    listed (see the module docstring) are logged as warnings, one per folder.
 
     Args:
       path: A folder (walked recursively) or a ``.zip`` archive.
@@ -329,22 +359,21 @@ def iter_unlabelled(path: str) -> Iterator[SourceImage]:
     """
     kind = detect_kind(path)
     if kind == "folder":
-        prefix = os.path.basename(os.path.normpath(os.path.abspath(path)))
-        relpaths = _walk_files(path)
-        make = lambda rel: SourceImage(  # noqa: E731
-            name=f"{prefix}/{rel}", path=os.path.join(os.path.abspath(path), *rel.split("/"))
-        )
+        items = _folder_items(path, _walk(path), class_names=None)
+        for item in items:
+            if item.folder:
+                logging.warning("skipped folder %s: %s", display_name(item.path), item.problem)
+        items = [item for item in items if not item.folder]
     elif kind == "zip":
-        relpaths = _zip_members(path)
-        make = lambda rel: SourceImage(name=rel, path=os.path.abspath(path), member=rel)  # noqa: E731
+        items = _zip_items(path)
     else:
         raise InputError(f"{path!r} is a table; unlabelled images come from a folder or a .zip")
-    relpaths = [
-        rel
-        for rel in relpaths
-        if not any(part.startswith(".") or part == "__MACOSX" for part in rel.split("/"))
+    items = [
+        item
+        for item in items
+        if not any(part.startswith(".") or part == "__MACOSX" for part in item.name.split("/"))
     ]
-    if not relpaths:
+    if not items:
         raise InputError(f"{path!r} holds no image files")
     # Listed eagerly so a bad path fails here, at the call, not at the first next().
-    return iter([make(rel) for rel in sorted(relpaths, key=_natural_key)])
+    return iter(sorted(items, key=lambda item: _natural_key(item.name)))

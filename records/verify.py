@@ -13,34 +13,31 @@ Exits 1 with the list of problems if any check fails.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import os
-import sys
 
 import tensorflow as tf
-from absl import app, flags, logging
+from absl import logging
 
-from records import cli, schema
+from records import config_flags, schema
+from records.manifest import Manifest
 
-FLAGS = flags.FLAGS
+# Records are parsed this many at a time with the schema's feature spec.
+_PARSE_CHUNK = 256
 
 
-def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
-    """Defines verify_records' flags (idempotent; at run time, not import, see make_records)."""
-    if "records_dir" in flag_values:
-        return
-    flags.DEFINE_string(
-        "records_dir",
-        None,
-        "Directory holding manifest.json and the shards.",
-        flag_values=flag_values,
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class VerifyConfig:
+    """Settings of ``verify_records``."""
+
+    records_dir: str = config_flags.setting(help="Directory holding manifest.json and the shards.")
+    decode: bool = config_flags.setting(
+        True, "Decode every image (slower; catches undecodable bytes)."
     )
-    flags.DEFINE_bool(
-        "decode",
-        True,
-        "Decode every image (slower; catches undecodable bytes).",
-        flag_values=flag_values,
-    )
+
+    def __post_init__(self):
+        config_flags.check(self)
 
 
 def _file_sha256(path: str) -> str:
@@ -51,40 +48,47 @@ def _file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def _check_record(
-    serialized: bytes, where: str, class_names: list[str], decode: bool
-) -> tuple[int | None, str | None, list[str]]:
-    """Returns (label, sha256 key, problems) for one serialized example."""
+def _parse(serialized: list[bytes], where: list[str]) -> tuple[list[dict], list[str]]:
+    """Parses records with ``schema.FEATURE_SPEC``: (one dict per parsed record, problems).
+
+    A chunk that fails to parse is parsed record by record, so the problem names the
+    record (a missing required feature, a wrong type, bytes that are no Example).
+    """
     try:
-        example = tf.train.Example.FromString(serialized)
-    except Exception as e:  # protobuf's DecodeError; any failure means a bad record.
-        return None, None, [f"{where}: not a tf.train.Example ({e})"]
-    feature = example.features.feature
+        parsed = tf.io.parse_example(tf.constant(serialized), schema.FEATURE_SPEC)
+    except tf.errors.InvalidArgumentError as e:
+        if len(serialized) == 1:
+            return [], [f"{where[0]}: does not parse with the schema ({e.message.splitlines()[0]})"]
+        records, problems = [], []
+        for one, one_where in zip(serialized, where):
+            got, bad = _parse([one], [one_where])
+            records.extend(got)
+            problems.extend(bad)
+        return records, problems
+    columns = {key: value.numpy() for key, value in parsed.items()}
+    return [
+        {**{key: column[i] for key, column in columns.items()}, "where": where[i]}
+        for i in range(len(serialized))
+    ], []
 
-    def single(key: str, kind: str):
-        values = getattr(feature[key], kind).value if key in feature else []
-        return values[0] if len(values) == 1 else None
 
+def _check_record(record: dict, class_names: tuple[str, ...], decode: bool) -> list[str]:
+    """Problems of one parsed record (label, label text, key, JPEG, size)."""
+    filename = record[schema.FILENAME].decode("utf-8", "backslashreplace") or "?"
+    where = f"{record['where']} ({filename})"
     problems = []
-    label = single(schema.LABEL, "int64_list")
-    filename = (single(schema.FILENAME, "bytes_list") or b"?").decode(errors="replace")
-    where = f"{where} ({filename})"
-    if label is None or not 0 <= label < len(class_names):
-        problems.append(f"{where}: bad label {label!r}")
-        label = None
-    else:
-        text = single(schema.LABEL_TEXT, "bytes_list")
-        if text is not None and text.decode() != class_names[label]:
-            problems.append(f"{where}: label {label} but label text {text.decode()!r}")
-    sha = single(schema.SHA256, "bytes_list")
-    sha = sha.decode() if sha else None
-    if not sha:
+    label = int(record[schema.LABEL])
+    if not 0 <= label < len(class_names):
+        problems.append(f"{where}: bad label {label}")
+    elif record[schema.LABEL_TEXT] and record[schema.LABEL_TEXT].decode() != class_names[label]:
+        problems.append(
+            f"{where}: label {label} but label text {record[schema.LABEL_TEXT].decode()!r}"
+        )
+    if not record[schema.SHA256]:
         problems.append(f"{where}: no {schema.SHA256}")
-    encoded = single(schema.ENCODED, "bytes_list")
-    height, width = single(schema.HEIGHT, "int64_list"), single(schema.WIDTH, "int64_list")
-    if encoded is None:
-        problems.append(f"{where}: no {schema.ENCODED}")
-    elif not encoded.startswith(b"\xff\xd8\xff"):
+    encoded = record[schema.ENCODED]
+    height, width = int(record[schema.HEIGHT]), int(record[schema.WIDTH])
+    if not encoded.startswith(b"\xff\xd8\xff"):
         # decode_jpeg also accepts PNG/GIF/BMP, but the pipeline's decode_and_crop_jpeg
         # does not: stored images must really be JPEG.
         problems.append(f"{where}: stored bytes are not a JPEG (start {encoded[:4]!r})")
@@ -99,7 +103,23 @@ def _check_record(
                     f"{where}: stored size {height}x{width} but image decodes to "
                     f"{shape[0]}x{shape[1]}"
                 )
-    return label, sha, problems
+    return problems
+
+
+def _shard_records(path: str, file: str) -> tuple[list[dict], list[str], int]:
+    """Every record of one shard, parsed; the problems found reading it; the records read."""
+    records, problems, count = [], [], 0
+    try:
+        for chunk in tf.data.TFRecordDataset(path).batch(_PARSE_CHUNK).as_numpy_iterator():
+            got, bad = _parse(
+                list(chunk), [f"{file} record {count + i}" for i in range(len(chunk))]
+            )
+            records.extend(got)
+            problems.extend(bad)
+            count += len(chunk)
+    except tf.errors.OpError as e:
+        problems.append(f"{file}: unreadable after record {count} ({e.message.splitlines()[0]})")
+    return records, problems, count
 
 
 def verify_records(records_dir: str, decode: bool = True) -> list[str]:
@@ -113,58 +133,48 @@ def verify_records(records_dir: str, decode: bool = True) -> list[str]:
       Human-readable problems; empty when everything matches.
     """
     try:
-        manifest = schema.read_manifest(records_dir)
+        manifest = Manifest.load(records_dir)
     except (FileNotFoundError, ValueError) as e:
         return [str(e)]
-    class_names = manifest.get("class_names", list(schema.CLASS_NAMES))
+    class_names = manifest.class_names
     problems: list[str] = []
-    seen_sha: dict[str, str] = {}
+    seen_sha: dict[bytes, str] = {}
     listed = set()
-    for split, info in sorted(manifest.get("splits", {}).items()):
-        class_counts = collections.Counter()
+    for name, split in sorted(manifest.splits.items()):
+        class_counts: collections.Counter = collections.Counter()
         total = 0
-        for shard in info.get("shards", []):
-            listed.add(shard["file"])
-            path = os.path.join(records_dir, shard["file"])
-            if not tf.io.gfile.exists(path):
-                problems.append(f"{shard['file']}: listed in the manifest but missing")
+        for shard in split.shards:
+            listed.add(shard.file)
+            if not tf.io.gfile.exists(shard.path):
+                problems.append(f"{shard.file}: listed in the manifest but missing")
                 continue
-            if shard.get("sha256") and _file_sha256(path) != shard["sha256"]:
-                problems.append(f"{shard['file']}: sha256 differs from the manifest (file changed)")
-            count = 0
-            try:
-                for serialized in tf.data.TFRecordDataset(path).as_numpy_iterator():
-                    where = f"{shard['file']} record {count}"
-                    label, sha, record_problems = _check_record(
-                        serialized, where, class_names, decode
-                    )
-                    problems.extend(record_problems)
-                    count += 1
-                    if label is not None:
-                        class_counts[class_names[label]] += 1
-                    if sha:
-                        if sha in seen_sha:
-                            problems.append(f"{where}: same sha256 key as {seen_sha[sha]}")
-                        seen_sha[sha] = where
-            except tf.errors.OpError as e:
+            if shard.sha256 and _file_sha256(shard.path) != shard.sha256:
+                problems.append(f"{shard.file}: sha256 differs from the manifest (file changed)")
+            records, read_problems, count = _shard_records(shard.path, shard.file)
+            problems.extend(read_problems)
+            for record in records:
+                problems.extend(_check_record(record, class_names, decode))
+                label = int(record[schema.LABEL])
+                if 0 <= label < len(class_names):
+                    class_counts[class_names[label]] += 1
+                sha = record[schema.SHA256]
+                if sha:
+                    if sha in seen_sha:
+                        problems.append(f"{record['where']}: same sha256 key as {seen_sha[sha]}")
+                    seen_sha[sha] = record["where"]
+            if count != shard.num_examples:
                 problems.append(
-                    f"{shard['file']}: unreadable after record {count} ({e.message.splitlines()[0]})"
-                )
-            if count != shard.get("num_examples"):
-                problems.append(
-                    f"{shard['file']}: {count} examples, manifest says {shard.get('num_examples')}"
+                    f"{shard.file}: {count} examples, manifest says {shard.num_examples}"
                 )
             total += count
-        if total != info.get("num_examples"):
-            problems.append(
-                f"split {split}: {total} examples, manifest says {info.get('num_examples')}"
-            )
-        expected_counts = info.get("class_counts", {})
-        for name in class_names:
-            if class_counts[name] != expected_counts.get(name, 0):
+        if total != split.num_examples:
+            problems.append(f"split {name}: {total} examples, manifest says {split.num_examples}")
+        for class_name in class_names:
+            expected = split.class_counts.get(class_name, 0)
+            if class_counts[class_name] != expected:
                 problems.append(
-                    f"split {split}: {class_counts[name]} {name!r} examples, manifest says "
-                    f"{expected_counts.get(name, 0)}"
+                    f"split {name}: {class_counts[class_name]} {class_name!r} examples, "
+                    f"manifest says {expected}"
                 )
     stray = sorted(
         name
@@ -173,9 +183,9 @@ def verify_records(records_dir: str, decode: bool = True) -> list[str]:
     )
     if stray:
         problems.append(f"shard files not in the manifest (stale?): {', '.join(stray)}")
-    accounting = manifest.get("accounting")
+    accounting = manifest.data.get("accounting")
     if accounting:
-        written = sum(info.get("num_examples", 0) for info in manifest["splits"].values())
+        written = sum(split.num_examples for split in manifest.splits.values())
         if written != accounting["written"]:
             problems.append(
                 f"accounting: {written} written in splits, accounting says {accounting['written']}"
@@ -198,22 +208,16 @@ def report(records_dir: str, problems: list[str]) -> None:
         logging.error("  %s", problem)
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}")
-    if not FLAGS.records_dir:
-        raise app.UsageError("--records_dir is required")
-    if not os.path.isdir(FLAGS.records_dir):
-        raise app.UsageError(f"--records_dir {FLAGS.records_dir!r} is not a directory")
-    logging.info("verifying %s (decode=%s)", FLAGS.records_dir, FLAGS.decode)
-    problems = verify_records(FLAGS.records_dir, decode=FLAGS.decode)
-    report(FLAGS.records_dir, problems)
-    if problems:
-        sys.exit(1)
+def main(config: VerifyConfig) -> int:
+    if not os.path.isdir(config.records_dir):
+        raise FileNotFoundError(f"--records_dir {config.records_dir!r} is not a directory")
+    problems = verify_records(config.records_dir, decode=config.decode)
+    report(config.records_dir, problems)
+    return 1 if problems else 0
 
 
 def run() -> None:
-    cli.run(main, __name__, define_flags)
+    config_flags.run(VerifyConfig, main, __name__)
 
 
 if __name__ == "__main__":

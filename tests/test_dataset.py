@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import dataset, decode
+from pipeline import dataset, decode, shards
 from records import schema
+from records.manifest import Manifest
 from tests.conftest import make_jpeg_bytes, write_records
 
 
@@ -50,7 +51,7 @@ def records(tmp_path: pathlib.Path):
 
 
 def test_train_batches_shapes_dtypes_and_one_pass(tiny_records):
-    ds = dataset.train_dataset(str(tiny_records), 8, image_size=(32, 48), seed=0)
+    ds = dataset.train_dataset(Manifest.load(str(tiny_records)), 8, image_size=(32, 48), seed=0)
     assert ds.element_spec[0].shape.as_list() == [8, 32, 48, 3]  # static: drop_remainder
     batches = list(ds.as_numpy_iterator())
     assert len(batches) == 3  # 24 examples, one pass, not repeated
@@ -58,13 +59,16 @@ def test_train_batches_shapes_dtypes_and_one_pass(tiny_records):
         assert images.dtype == np.uint8 and images.shape == (8, 32, 48, 3)
         assert labels.dtype == np.int32 and set(labels.tolist()) <= {0, 1}
         assert images.max() > 100 and images.std() > 5
-    assert len(list(dataset.train_dataset(str(tiny_records), 10).as_numpy_iterator())) == 2
+    assert (
+        len(list(dataset.train_dataset(Manifest.load(str(tiny_records)), 10).as_numpy_iterator()))
+        == 2
+    )
 
 
 def test_eval_sees_every_example_once_with_its_label(records):
     records_dir, items = records
     fingerprints = _eval_fingerprints(items["val"])
-    ds = dataset.eval_dataset(str(records_dir), 4, image_size=(32, 32))
+    ds = dataset.eval_dataset(Manifest.load(str(records_dir)), 4, image_size=(32, 32))
     sizes = [len(labels) for _, labels in ds.as_numpy_iterator()]
     assert sizes == [4, 4, 3]  # last partial batch kept
     images, labels = _collect(ds)
@@ -78,7 +82,7 @@ def test_deterministic_mode_reproduces_batches(records):
 
     def run(seed):
         ds = dataset.train_dataset(
-            str(records_dir), 6, image_size=32, seed=seed, deterministic=True
+            Manifest.load(str(records_dir)), 6, image_size=32, seed=seed, deterministic=True
         )
         return _collect(ds)
 
@@ -90,14 +94,16 @@ def test_deterministic_mode_reproduces_batches(records):
 
 def test_epochs_differ_and_augmentation_changes_images(records):
     records_dir, items = records
-    ds = dataset.train_dataset(str(records_dir), 24, image_size=32, seed=1, deterministic=True)
+    ds = dataset.train_dataset(
+        Manifest.load(str(records_dir)), 24, image_size=32, seed=1, deterministic=True
+    )
     epoch1, epoch2 = (next(ds.as_numpy_iterator())[0] for _ in range(2))
     assert not np.array_equal(epoch1, epoch2)  # reshuffled and re-augmented
     plain = _eval_fingerprints(items["train"])
     augmented_images, _ = _collect(ds)
     assert sum(image.tobytes() in plain for image in augmented_images) < 3
     unaugmented, _ = _collect(
-        dataset.train_dataset(str(records_dir), 24, image_size=32, augment="none")
+        dataset.train_dataset(Manifest.load(str(records_dir)), 24, image_size=32, augment="none")
     )
     assert all(image.tobytes() in plain for image in unaugmented)
 
@@ -108,13 +114,15 @@ def _solid_jpeg(value: int, seed: int) -> bytes:
     return tf.io.encode_jpeg(image).numpy()
 
 
-@pytest.mark.parametrize("augment", ["fused", "keras_cv"])
+@pytest.mark.parametrize("augment", ["fused", "keras_cv_data"])
 def test_augmentation_never_changes_labels(tmp_path, augment):
     # Cats are dark, dogs bright: after any augmentation an image's brightness still
     # tells its label, so each output label can be checked against its image.
     items = [(_solid_jpeg(50 if i % 2 == 0 else 205, i), i % 2, f"x.{i}.jpg") for i in range(16)]
     write_records(tmp_path / "r", {"train": items}, num_shards=2)
-    ds = dataset.train_dataset(str(tmp_path / "r"), 4, image_size=24, augment=augment, seed=3)
+    ds = dataset.train_dataset(
+        Manifest.load(str(tmp_path / "r")), 4, image_size=24, augment=augment, seed=3
+    )
     for _ in range(2):
         images, labels = _collect(ds)
         assert len(labels) == 16 and sorted(labels) == [0] * 8 + [1] * 8
@@ -134,11 +142,14 @@ def test_per_worker_sharding_is_disjoint_and_complete(tmp_path, num_workers, mod
             context = tf.distribute.InputContext(num_workers, worker, num_workers)
             if kind == "eval":
                 ds = dataset.eval_dataset(
-                    str(tmp_path / "r"), num_workers, image_size=32, input_context=context
+                    Manifest.load(str(tmp_path / "r")),
+                    num_workers,
+                    image_size=32,
+                    input_context=context,
                 )
             else:
                 ds = dataset.train_dataset(
-                    str(tmp_path / "r"),
+                    Manifest.load(str(tmp_path / "r")),
                     num_workers,
                     image_size=32,
                     augment="none",
@@ -154,20 +165,22 @@ def test_per_worker_sharding_is_disjoint_and_complete(tmp_path, num_workers, mod
 def test_batch_size_must_divide_over_replicas(tiny_records):
     context = tf.distribute.InputContext(1, 0, 3)
     with pytest.raises(ValueError, match="not divisible by 3 replicas"):
-        dataset.train_dataset(str(tiny_records), 8, input_context=context)
+        dataset.train_dataset(Manifest.load(str(tiny_records)), 8, input_context=context)
 
 
 def test_no_manifest_or_no_split_is_a_clear_error(tmp_path, tiny_records):
-    with pytest.raises(FileNotFoundError, match="no files match .*train-"):
-        dataset.train_dataset(str(tmp_path / "nothing"), 4)
-    with pytest.raises(ValueError, match="no files match .*test-"):
-        dataset.eval_dataset(str(tiny_records), 4, split="test")
+    with pytest.raises(FileNotFoundError, match="no manifest.json in .*nothing.*make_records"):
+        Manifest.load(str(tmp_path / "nothing"))
+    with pytest.raises(
+        ValueError, match=r"lists no shards for split 'test' \(it has \['train', 'val'\]\)"
+    ):
+        dataset.eval_dataset(Manifest.load(str(tiny_records)), 4, split="test")
 
 
 def test_missing_shard_names_the_file(tiny_records):
     (tiny_records / schema.shard_name("val", 1, 2)).unlink()
     with pytest.raises(FileNotFoundError, match="val-00001-of-00002"):
-        dataset.eval_dataset(str(tiny_records), 4)
+        dataset.eval_dataset(Manifest.load(str(tiny_records)), 4)
 
 
 @pytest.mark.parametrize("damage", ["flip_byte", "cut_mid_record", "cut_at_record_boundary"])
@@ -182,7 +195,7 @@ def test_corrupt_shard_stops_with_its_name(tiny_records, damage):
         sizes = [len(r.numpy()) for r in tf.data.TFRecordDataset(str(path))]
         data = data[: sum(size + 16 for size in sizes[:-1])]  # 16 bytes of framing each
     path.write_bytes(bytes(data))
-    ds = dataset.train_dataset(str(tiny_records), 4, image_size=16)
+    ds = dataset.train_dataset(Manifest.load(str(tiny_records)), 4, image_size=16)
     with pytest.raises(tf.errors.InvalidArgumentError, match="train-00001-of-00002"):
         _collect(ds)
 
@@ -191,47 +204,61 @@ def test_shards_read_in_several_chunks_stay_exact_and_checked(records, monkeypat
     # Shards are counted and parsed in chunks; with chunks of 2 every shard spans several
     # (and most end in a partial one): still every example once, and a shard cut at a
     # record boundary still stops the run naming it.
-    monkeypatch.setattr(dataset, "_READ_CHUNK", 2)
+    monkeypatch.setattr(shards, "_READ_CHUNK", 2)
     records_dir, items = records
     fingerprints = _eval_fingerprints(items["val"])
-    images, labels = _collect(dataset.eval_dataset(str(records_dir), 4, image_size=(32, 32)))
+    images, labels = _collect(
+        dataset.eval_dataset(Manifest.load(str(records_dir)), 4, image_size=(32, 32))
+    )
     seen = [fingerprints[image.tobytes()] for image in images]
     assert sorted(name for name, _ in seen) == sorted(name for _, _, name in items["val"])
     assert [label for _, label in seen] == labels
-    train = dataset.train_dataset(str(records_dir), 4, image_size=16, seed=0)
+    train = dataset.train_dataset(Manifest.load(str(records_dir)), 4, image_size=16, seed=0)
     assert sum(len(batch_labels) for _, batch_labels in train.as_numpy_iterator()) == 24
 
     path = records_dir / schema.shard_name("train", 2, 3)
     sizes = [len(r.numpy()) for r in tf.data.TFRecordDataset(str(path))]
     path.write_bytes(path.read_bytes()[: sum(size + 16 for size in sizes[:-2])])
     with pytest.raises(tf.errors.InvalidArgumentError, match="train-00002-of-00003"):
-        _collect(dataset.train_dataset(str(records_dir), 4, image_size=16))
+        _collect(dataset.train_dataset(Manifest.load(str(records_dir)), 4, image_size=16))
 
 
 def test_bad_arguments_are_rejected(tiny_records):
-    with pytest.raises(ValueError, match="augment must be one of"):
-        dataset.train_dataset(str(tiny_records), 4, augment="heavy")
+    manifest = Manifest.load(str(tiny_records))
+    with pytest.raises(ValueError, match="augment='heavy': expected one of fused"):
+        dataset.train_dataset(manifest, 4, augment="heavy")
     with pytest.raises(ValueError, match="batch_size"):
-        dataset.eval_dataset(str(tiny_records), 0)
-    with pytest.raises(TypeError):
-        dataset.build_dataset(str(tiny_records), "val", 4, training=False, augment="fused")
+        dataset.eval_dataset(manifest, 0)
 
 
-def test_build_dataset_dispatches_and_cache_repeats(tiny_records):
-    train = dataset.build_dataset(str(tiny_records), "train", 8, training=True, cache=True, seed=0)
+def test_cache_keeps_every_pass_complete(tiny_records):
+    manifest = Manifest.load(str(tiny_records))
+    train = dataset.train_dataset(manifest, 8, cache=True, seed=0)
     assert [len(_collect(train)[1]) for _ in range(2)] == [24, 24]
-    val = dataset.build_dataset(str(tiny_records), "val", 5, training=False, cache=True)
+    val = dataset.eval_dataset(manifest, 5, cache=True)
     assert [len(_collect(val)[1]) for _ in range(2)] == [12, 12]
+
+
+@pytest.mark.parametrize("augment", ["none", "keras_cv_model"])
+def test_decode_only_modes_give_the_eval_decode_in_shuffled_order(tiny_records, augment):
+    manifest = Manifest.load(str(tiny_records))
+    plain = {
+        image.tobytes() for image in _collect(dataset.eval_dataset(manifest, 4, split="train"))[0]
+    }
+    images, _ = _collect(dataset.train_dataset(manifest, 8, augment=augment, seed=0))
+    assert len(images) == 24 and {image.tobytes() for image in images} == plain
 
 
 def test_small_records_skip_the_ratio_branch(tiny_records):
     manifest_path = tiny_records / schema.MANIFEST_NAME
     manifest = json.loads(manifest_path.read_text())
-    assert dataset.max_dct_ratio(str(tiny_records), 128) == 8
+    assert decode.max_useful_ratio(Manifest.load(str(tiny_records)).max_short_side, 128) == 8
     manifest["settings"]["max_short_side"] = 160
     manifest_path.write_text(json.dumps(manifest))
-    assert dataset.max_dct_ratio(str(tiny_records), 128) == 1
-    images, labels = _collect(dataset.train_dataset(str(tiny_records), 8, image_size=32))
+    assert decode.max_useful_ratio(Manifest.load(str(tiny_records)).max_short_side, 128) == 1
+    images, labels = _collect(
+        dataset.train_dataset(Manifest.load(str(tiny_records)), 8, image_size=32)
+    )
     assert len(labels) == 24 and images[0].shape == (32, 32, 3)
 
 
@@ -242,7 +269,7 @@ def test_tf_data_service_runs_the_pipeline(tiny_records):
         tf.data.experimental.service.WorkerConfig(dispatcher_address=address)
     )
     ds = dataset.train_dataset(
-        str(tiny_records), 8, image_size=16, data_service_address=dispatcher.target
+        Manifest.load(str(tiny_records)), 8, image_size=16, data_service=dispatcher.target
     )
     images, labels = _collect(ds)
     assert len(labels) == 24 and images[0].dtype == np.uint8

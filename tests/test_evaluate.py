@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from pipeline import dataset as dataset_lib
-from trainer import evaluate as evaluate_lib
+from records.manifest import Manifest
+from trainer import evaluation as evaluate_lib
 from trainer import model as model_lib
 
 
@@ -30,8 +31,10 @@ def saved_model(tmp_path):
 
 def test_matches_keras_evaluate(saved_model, tiny_records):
     metrics = evaluate_lib.evaluate(str(saved_model), str(tiny_records), "val", batch_size=5)
-    model = evaluate_lib.load_model(str(saved_model))
-    data = dataset_lib.eval_dataset(str(tiny_records), 5, split="val", image_size=(32, 32))
+    model = model_lib.load_model(str(saved_model))
+    data = dataset_lib.eval_dataset(
+        Manifest.load(str(tiny_records)), 5, split="val", image_size=(32, 32)
+    )
     keras_loss, keras_accuracy = model.evaluate(data, verbose=0)
     assert metrics["num_examples"] == 12
     assert metrics["accuracy"] == pytest.approx(keras_accuracy, abs=1e-6)

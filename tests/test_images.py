@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import zipfile
+import zlib
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
+from PIL import Image, ImageFile
 
 from records import images
 from tests.conftest import make_jpeg_bytes
@@ -156,3 +158,98 @@ def test_prepare_source_reports_instead_of_raising(tmp_path):
     cut = data[:100]
     status, reason = images.prepare_source((Source(cut), hashlib.sha256(cut).hexdigest(), None, 90))
     assert status == "skip" and "truncated" in reason
+
+
+def _oriented_jpeg(orientation: int) -> bytes:
+    """A 40 wide x 20 tall JPEG, red top-left quadrant, blue elsewhere, with EXIF Orientation."""
+    pixels = np.zeros((20, 40, 3), np.uint8)
+    pixels[...] = (0, 0, 255)
+    pixels[:10, :20] = (255, 0, 0)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return _encode(Image.fromarray(pixels), "JPEG", quality=95, exif=exif.tobytes())
+
+
+# Where the stored top-left quadrant is seen once the EXIF orientation is applied (the
+# EXIF 2.3 definitions; 6 is the usual phone photo held upright, 8 upside down), and
+# whether width and height swap.
+@pytest.mark.parametrize(
+    "orientation, corner, swapped",
+    [
+        (2, "top-right", False),  # mirrored left-right
+        (3, "bottom-right", False),  # rotated 180
+        (4, "bottom-left", False),  # mirrored top-bottom
+        (5, "top-left", True),  # transposed
+        (6, "top-right", True),  # rotated 90 clockwise: the stored left side is the top
+        (7, "bottom-right", True),  # transversed
+        (8, "bottom-left", True),  # rotated 90 counter-clockwise
+    ],
+)
+def test_exif_orientation_is_applied_and_stored_upright(orientation, corner, swapped):
+    data = _oriented_jpeg(orientation)
+    prepared = images.prepare(data)
+    height, width = (40, 20) if swapped else (20, 40)
+    assert (prepared.height, prepared.width) == (height, width)
+    assert prepared.conversion.startswith(f"EXIF orientation {orientation} -> ")
+    assert prepared.conversion.endswith("(stored upright)")
+    decoded = _decode_eager_and_in_map(prepared.encoded).astype(int)
+    assert decoded.shape == (height, width, 3)
+    rows = slice(0, height // 2) if corner.startswith("top") else slice(height // 2, height)
+    cols = slice(0, width // 2) if corner.endswith("left") else slice(width // 2, width)
+    inner = decoded[rows, cols][2:-2, 2:-2]  # away from the JPEG-blurred edges
+    np.testing.assert_allclose(inner.reshape(-1, 3).mean(0), (255, 0, 0), atol=12)
+    red = (decoded[..., 0] > 128).mean()
+    assert 0.2 < red < 0.3  # one quadrant red, the rest blue, whatever the orientation
+    # The same picture for prediction, without storing it.
+    upright = images.decode_upright_rgb(data)
+    assert upright.dtype == np.uint8 and upright.shape == (height, width, 3)
+    np.testing.assert_allclose(upright[rows, cols][2:-2, 2:-2].mean((0, 1)), (255, 0, 0), atol=12)
+
+
+def test_orientation_6_description_and_no_op_orientations():
+    prepared = images.prepare(_oriented_jpeg(6))
+    assert prepared.conversion == "EXIF orientation 6 -> rotated 90° clockwise (stored upright)"
+    upright_already = _oriented_jpeg(1)
+    kept = images.prepare(upright_already)
+    assert kept.encoded == upright_already and kept.conversion is None
+    image, description = images.upright(Image.open(io.BytesIO(_oriented_jpeg(9))))  # invalid
+    assert description is None and image.size == (40, 20)
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A 1x1 PNG whose header (IHDR, CRC fixed) claims width x height."""
+    data = bytearray(_encode(Image.new("RGB", (1, 1), (1, 2, 3)), "PNG"))
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4 : ihdr + 12] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    crc = zlib.crc32(bytes(data[ihdr : ihdr + 17]))
+    data[ihdr + 17 : ihdr + 21] = crc.to_bytes(4, "big")
+    return bytes(data)
+
+
+def test_huge_header_is_refused_before_decoding(monkeypatch):
+    data = _png_claiming(9000, 9000)
+    assert len(data) < 100 and Image.open(io.BytesIO(data)).size == (9000, 9000)
+
+    def no_decoding(self):
+        raise AssertionError("decoded an image that is over the pixel limit")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    reason = "image too large: 9000x9000 = 81000000 pixels (limit 65000000)"
+    assert images.MAX_PIXELS == 65_000_000
+    with pytest.raises(images.BadImage) as error:
+        images.prepare(data)
+    assert str(error.value) == reason
+    with pytest.raises(images.BadImage, match="image too large: 9000x9000"):
+        images.decode_upright_rgb(data)
+    with pytest.raises(
+        images.BadImage, match=r"image too large: 48x64 = 3072 pixels \(limit 100\)"
+    ):
+        images.prepare(make_jpeg_bytes(64, 48), max_pixels=100)
+
+
+def test_archive_bytes_are_a_nested_archive():
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        z.writestr("cat.1.jpg", make_jpeg_bytes())
+    with pytest.raises(images.BadImage, match="nested archive: a zip archive, not an image"):
+        images.prepare(buffer.getvalue())

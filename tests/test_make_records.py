@@ -14,7 +14,8 @@ import time
 import pytest
 from absl import app, flags
 
-from records import make_records, schema, writer
+from records import config_flags, make_records, schema, writer
+from records.convert_options import ConvertOptions
 from tests.conftest import REPO_ROOT, subprocess_env, write_kaggle_folder
 
 COMMAND = [sys.executable, "-m", "records.make_records"]
@@ -40,9 +41,13 @@ def _start(args: list[str], **kwargs) -> subprocess.Popen:
 def parse(*args: str) -> flags.FlagValues:
     """make_records' flags parsed from args, in a private FlagValues (no global state)."""
     flag_values = flags.FlagValues()
-    make_records.define_flags(flag_values)
+    config_flags.define_flags(ConvertOptions, flag_values=flag_values)
     flag_values(["make_records", *args])
     return flag_values
+
+
+def options_from(*args: str) -> ConvertOptions:
+    return config_flags.config_from_flags(ConvertOptions, parse(*args))
 
 
 def test_exit_codes_and_messages_without_traceback(tmp_path):
@@ -51,7 +56,7 @@ def test_exit_codes_and_messages_without_traceback(tmp_path):
         "val_fraction": (
             [f"--input={tmp_path}", f"--output_dir={tmp_path}/o1", "--val_fraction=1.5"],
             1,
-            "val_fraction 1.5 is not in [0, 1)",
+            "--val_fraction=1.5 must be < 1",
         ),
         # An input mistake found by the library: logged error, exit 2.
         "missing input": (
@@ -75,11 +80,14 @@ def test_exit_codes_and_messages_without_traceback(tmp_path):
     [
         (["--output_dir=x"], "--input is required"),
         (["--input=x"], "--output_dir is required"),
-        (["--input=x", "--output_dir=y", "--jpeg_quality=0"], "--jpeg_quality 0 is not in 1..95"),
-        (["--input=x", "--output_dir=y", "--max_short_side=0"], "--max_short_side 0 must be"),
-        (["--input=x", "--output_dir=y", "--train_shards=-1"], "--train_shards -1 must be"),
-        (["--input=x", "--output_dir=y", "--val_fraction=-0.1"], "--val_fraction -0.1 is not in"),
-        (["--input=x", "--output_dir=y", "--num_workers=0"], "--num_workers 0 must be"),
+        (["--input=x", "--output_dir=y", "--jpeg_quality=0"], "--jpeg_quality=0 must be >= 1"),
+        (["--input=x", "--output_dir=y", "--max_short_side=0"], "--max_short_side=0 must be >= 1"),
+        (["--input=x", "--output_dir=y", "--train_shards=-1"], "--train_shards=-1 must be >= 1"),
+        (
+            ["--input=x", "--output_dir=y", "--val_fraction=-0.1"],
+            "--val_fraction=-0.1 must be >= 0",
+        ),
+        (["--input=x", "--output_dir=y", "--num_workers=0"], "--num_workers=0 must be >= 1"),
         (
             ["--input=x", "--output_dir=y", "--single_process", "--num_workers=3"],
             "--single_process conflicts with --num_workers",
@@ -88,12 +96,12 @@ def test_exit_codes_and_messages_without_traceback(tmp_path):
 )
 def test_bad_flag_values_are_usage_errors(args, message):
     with pytest.raises(app.UsageError, match=message):
-        make_records.options_from_flags(parse(*args))
+        options_from(*args)
 
 
 def test_flags_map_to_options():
-    options = make_records.options_from_flags(
-        parse(
+    options = options_from(
+        *(
             "--input=a",
             "--input=b.zip",
             "--output_dir=o",
@@ -104,17 +112,13 @@ def test_flags_map_to_options():
     assert options.inputs == ("a", "b.zip") and options.output_dir == "o"
     assert options.max_short_side == 160 and options.num_workers == 1
     assert options.val_fraction == 0.2 and options.jpeg_quality == 90 and not options.overwrite
-    assert make_records.options_from_flags(parse("--input=a", "--output_dir=o")).num_workers == (
-        os.cpu_count() or 1
-    )
+    assert options_from("--input=a", "--output_dir=o").num_workers == (os.cpu_count() or 1)
 
 
 def test_empty_input_is_exit_code_2_with_a_message(tmp_path, caplog):
     (tmp_path / "empty").mkdir()
-    options = make_records.options_from_flags(
-        parse(f"--input={tmp_path / 'empty'}", f"--output_dir={tmp_path / 'out'}")
-    )
-    assert make_records.convert_and_report(options, verify_after=False) == 2
+    options = options_from(*(f"--input={tmp_path / 'empty'}", f"--output_dir={tmp_path / 'out'}"))
+    assert make_records.convert_and_report(options) == 2
     assert "holds no files; nothing to convert" in caplog.text
 
 
@@ -123,12 +127,15 @@ def test_convert_and_verify_exit_zero(tmp_path, caplog):
     # its level from --verbosity, which caplog's root-level setting does not override.
     caplog.set_level(logging.INFO, logger="absl")
     write_kaggle_folder(tmp_path / "train", 3)
-    options = make_records.options_from_flags(
-        parse(
-            f"--input={tmp_path / 'train'}", f"--output_dir={tmp_path / 'out'}", "--single_process"
+    options = options_from(
+        *(
+            f"--input={tmp_path / 'train'}",
+            f"--output_dir={tmp_path / 'out'}",
+            "--single_process",
+            "--verify",
         )
     )
-    assert make_records.convert_and_report(options, verify_after=True) == 0
+    assert make_records.convert_and_report(options) == 0
     assert "6 inputs -> 6 written" in caplog.text and "checks out" in caplog.text
 
 

@@ -21,7 +21,7 @@ def small_config(**overrides) -> model_lib.ModelConfig:
 
 def test_architecture_and_freezing():
     model = model_lib.build_model(small_config())
-    base = model_lib.vgg16_base(model)
+    base = model_lib.base_model(model)
     assert model.output_shape == (None, 2)
     assert [layer.name for layer in base.layers[:15]][-1] == "block4_pool"
     assert not any(layer.trainable for layer in base.layers[:15])
@@ -35,7 +35,10 @@ def test_architecture_and_freezing():
 def test_sigmoid_head_and_avg_pooling():
     model = model_lib.build_model(small_config(head="sigmoid", pooling="avg"))
     assert model.output_shape == (None, 1)
-    assert model.get_layer("pool") is not None
+    # Global average pooling: the head's dense layer sees one vector of VGG16's 512 channels
+    # (flatten would give 4 x 4 x 512 at 128x128... at 32x32, 1 x 1 x 512: compare kernels).
+    assert isinstance(model.get_layer("pool"), keras.layers.GlobalAveragePooling2D)
+    assert model.get_layer("dense").kernel.shape[0] == 512
 
 
 def test_bad_settings_raise():
@@ -88,11 +91,11 @@ def test_legacy_notop_h5_file_loads(tmp_path):
     path = tmp_path / model_lib.NOTOP_WEIGHTS_FILE
     _write_legacy_notop_h5(source, path)
     model = model_lib.build_model(small_config(weights=str(path)))
-    loaded = model_lib.vgg16_base(model)
+    loaded = model_lib.base_model(model)
     for expected, actual in zip(source.weights, loaded.weights):
         np.testing.assert_array_equal(expected.numpy(), actual.numpy())
     # A fresh random model differs, so the equality above is not an accident.
-    other = model_lib.vgg16_base(model_lib.build_model(small_config()))
+    other = model_lib.base_model(model_lib.build_model(small_config()))
     assert not np.array_equal(other.weights[0].numpy(), source.weights[0].numpy())
 
 

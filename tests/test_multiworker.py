@@ -16,7 +16,6 @@ import numpy as np
 from conftest import make_jpeg_bytes, subprocess_env, train_command, write_records
 
 from records import schema
-from trainer import evaluate as evaluate_lib
 from trainer import model as model_lib
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -76,7 +75,7 @@ def test_mirrored_two_cpus_matches_one_device(tmp_path):
             cwd=REPO_ROOT,
         )
         assert result.returncode == 0, result.stderr[-3000:]
-        models[name] = evaluate_lib.load_model(str(tmp_path / name / "model.keras"))
+        models[name] = model_lib.load_model(str(tmp_path / name / "model.keras"))
     metrics = json.loads((tmp_path / "mirrored" / "metrics.json").read_text())
     assert metrics["strategy"] == "MirroredStrategy" and metrics["replicas"] == 2
     one, mirrored = models["one"], models["mirrored"]

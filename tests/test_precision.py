@@ -15,9 +15,21 @@ def test_auto_is_float32_without_gpus():
     assert precision.choose_policy("auto") == "float32"
 
 
-@pytest.mark.parametrize("name", ["float32", "mixed_float16", "mixed_bfloat16"])
-def test_explicit_policies_pass_through(name):
-    assert precision.choose_policy(name) == name
+def test_mixed_policy_model_computes_in_half_precision_with_a_float32_output():
+    # What the policy is for: the trainer's model computes in float16 but its softmax
+    # (and so the loss) stays float32.
+    from trainer import model as model_lib
+
+    try:
+        precision.apply_policy(precision.choose_policy("mixed_float16"))
+        model = model_lib.build_model(
+            model_lib.ModelConfig(image_size=(32, 32), weights="none", dense_units=8)
+        )
+        assert model.get_layer("dense").compute_dtype == "float16"
+        assert model.get_layer("predictions").compute_dtype == "float32"
+        assert model.predict_on_batch(tf.zeros([1, 32, 32, 3], tf.uint8)).dtype == "float32"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
 
 
 def test_unknown_policy():

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import warnings
 import zipfile
 
 import pandas as pd
 import pytest
 
-from records import sources
+from records import labels, sources, zips
 from tests.conftest import make_jpeg_bytes, write_kaggle_folder
 
 CLASSES = ("cat", "dog")
@@ -28,7 +29,7 @@ CLASSES = ("cat", "dog")
     ],
 )
 def test_label_from_path_recognises_layouts(relpath, label):
-    assert sources.label_from_path(relpath, CLASSES) == (label, None)
+    assert labels.label_from_path(relpath, CLASSES) == (label, None)
 
 
 @pytest.mark.parametrize(
@@ -42,7 +43,7 @@ def test_label_from_path_recognises_layouts(relpath, label):
     ],
 )
 def test_label_from_path_reports_why_not(relpath, reason):
-    label, problem = sources.label_from_path(relpath, CLASSES)
+    label, problem = labels.label_from_path(relpath, CLASSES)
     assert label is None
     assert reason in problem
 
@@ -65,7 +66,8 @@ def test_list_folder_names_labels_and_problems(tmp_path):
     folder = tmp_path / "train"
     write_kaggle_folder(folder, 2)
     (folder / "horse.1.jpg").write_bytes(b"x")
-    kind, items = sources.list_labelled(str(folder), CLASSES)
+    listing = sources.list_labelled(str(folder), CLASSES)
+    kind, items = listing.kind, listing.items
     assert kind == "folder"
     names = [item.name for item in items]
     assert names == sorted(names)
@@ -85,8 +87,9 @@ def test_zip_lists_same_names_and_bytes_as_folder(tmp_path):
         z.writestr("train/", "")  # directory entries are not inputs
         for path in sorted(folder.iterdir()):
             z.write(path, f"train/{path.name}")
-    _, from_folder = sources.list_labelled(str(folder), CLASSES)
-    kind, from_zip = sources.list_labelled(str(archive), CLASSES)
+    from_folder = sources.list_labelled(str(folder), CLASSES).items
+    listing = sources.list_labelled(str(archive), CLASSES)
+    kind, from_zip = listing.kind, listing.items
     assert kind == "zip"
     assert [(i.name, i.label) for i in from_zip] == [(i.name, i.label) for i in from_folder]
     assert [i.read() for i in from_zip] == [i.read() for i in from_folder]
@@ -116,7 +119,8 @@ def test_table_labels_by_name_or_index(tmp_path, extension):
         frame.to_parquet(path)
     else:
         frame.to_csv(path, index=False, sep="\t" if extension == ".tsv" else ",")
-    kind, items = sources.list_labelled(str(path), CLASSES)
+    listing = sources.list_labelled(str(path), CLASSES)
+    kind, items = listing.kind, listing.items
     assert kind == "table"
     assert [(i.name, i.label) for i in items] == [
         ("imgs/a.jpg", 0),
@@ -131,7 +135,7 @@ def test_table_labels_by_name_or_index(tmp_path, extension):
 
 def test_table_with_integer_labels(tmp_path):
     pd.DataFrame({"Filename": ["x.jpg"], "Label": [1]}).to_parquet(tmp_path / "t.parquet")
-    _, items = sources.list_labelled(str(tmp_path / "t.parquet"), CLASSES)
+    items = sources.list_labelled(str(tmp_path / "t.parquet"), CLASSES).items
     assert items[0].label == 1
 
 
@@ -155,7 +159,7 @@ def test_read_digest_skips_unreadable_and_empty(tmp_path):
     os.symlink(tmp_path / "nowhere.jpg", tmp_path / "cat.2.jpg")
     os.mkfifo(tmp_path / "cat.3.jpg")
     (tmp_path / "cat.4.jpg").write_bytes(b"abc")
-    _, items = sources.list_labelled(str(tmp_path), CLASSES)
+    items = sources.list_labelled(str(tmp_path), CLASSES).items
     results = {item.name.split("/")[-1]: sources.read_digest(item) for item in items}
     assert results["cat.1.jpg"] == ("skip", "empty file (0 bytes)")
     assert results["cat.2.jpg"][0] == "skip" and "No such file" in results["cat.2.jpg"][1]
@@ -173,7 +177,7 @@ def test_permission_denied_is_unreadable(tmp_path):
     path = tmp_path / "cat.1.jpg"
     path.write_bytes(b"abc")
     path.chmod(0)
-    _, items = sources.list_labelled(str(tmp_path), CLASSES)
+    items = sources.list_labelled(str(tmp_path), CLASSES).items
     status, reason = sources.read_digest(items[0])
     assert status == "skip" and "Permission denied" in reason
 
@@ -208,3 +212,146 @@ def test_iter_unlabelled_errors_at_the_call(tmp_path):
     (tmp_path / "t.csv").write_text("filename,label\na.jpg,cat\n")
     with pytest.raises(sources.InputError, match="is a table"):
         sources.iter_unlabelled(str(tmp_path / "t.csv"))
+
+
+def _zip_with_repeated_name(path, first: bytes, second: bytes, name="train/cat.1.jpg"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # zipfile: "Duplicate name"
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr(name, first)
+            z.writestr(name, second)
+
+
+def test_symlinked_class_folder_is_followed(tmp_path):
+    real_cats = tmp_path / "real_cats"
+    real_cats.mkdir()
+    for i in range(3):
+        (real_cats / f"{i}.jpg").write_bytes(make_jpeg_bytes(seed=i))
+    (tmp_path / "in" / "dogs").mkdir(parents=True)
+    (tmp_path / "in" / "dogs" / "0.jpg").write_bytes(make_jpeg_bytes(seed=9))
+    os.symlink("../real_cats", tmp_path / "in" / "cats")
+    listing = sources.list_labelled(str(tmp_path / "in"), CLASSES)
+    assert [(i.name, i.label) for i in listing.items] == [
+        ("in/cats/0.jpg", 0),
+        ("in/cats/1.jpg", 0),
+        ("in/cats/2.jpg", 0),
+        ("in/dogs/0.jpg", 1),
+    ]
+    assert listing.items[1].read() == (real_cats / "1.jpg").read_bytes()
+    assert (listing.folders_found, listing.folders_read, listing.folders_skipped) == (3, 3, 0)
+
+
+def test_symlink_loops_and_folders_reached_twice_are_listed_not_followed(tmp_path):
+    root = tmp_path / "in"
+    (root / "dogs").mkdir(parents=True)
+    (root / "dogs" / "1.jpg").write_bytes(b"x")
+    os.symlink("..", root / "dogs" / "back")  # a loop: in/dogs/back/dogs/back/...
+    os.symlink("dogs", root / "more_dogs")  # the same folder under a second name
+    os.symlink("nowhere", root / "gone")  # broken: an unreadable *file*, listed as such
+    listing = sources.list_labelled(str(root), CLASSES)
+    by_name = {item.name: item for item in listing.items}
+    assert sorted(by_name) == ["in/dogs/1.jpg", "in/dogs/back/", "in/gone", "in/more_dogs/"]
+    loop, twice = by_name["in/dogs/back/"], by_name["in/more_dogs/"]
+    assert loop.folder and loop.problem.startswith("symlink loop: leads back to the input folder")
+    assert twice.folder and twice.problem.startswith("same folder as dogs/, already listed")
+    assert by_name["in/gone"].problem is not None  # no label; read_digest would say why
+    assert (listing.folders_found, listing.folders_read, listing.folders_skipped) == (4, 2, 2)
+    with pytest.raises(OSError, match="symlink loop"):
+        loop.read()
+
+
+def test_folder_that_cannot_be_listed_is_an_input_with_its_reason(tmp_path, monkeypatch):
+    root = tmp_path / "in"
+    for name in ("cats", "dogs"):
+        (root / name).mkdir(parents=True)
+        (root / name / "1.jpg").write_bytes(name.encode())
+    real_scandir = os.scandir
+
+    def scandir(path):
+        # As root a chmod-000 folder is still readable, so the refusal is simulated.
+        if os.path.basename(path) == "dogs":
+            raise PermissionError(13, "Permission denied", path)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    listing = sources.list_labelled(str(root), CLASSES)
+    assert [(i.name, i.folder, i.problem) for i in listing.items] == [
+        ("in/cats/1.jpg", False, None),
+        ("in/dogs/", True, "folder cannot be read: Permission denied"),
+    ]
+    assert (listing.folders_found, listing.folders_read, listing.folders_skipped) == (3, 2, 1)
+    # Unlabelled listing (predict) leaves the folder out, with a warning.
+    assert [i.name for i in sources.iter_unlabelled(str(root))] == ["in/cats/1.jpg"]
+    # The input folder itself unreadable: nothing to list, an input error.
+    monkeypatch.setattr(
+        os, "scandir", lambda path: (_ for _ in ()).throw(PermissionError(13, "no"))
+    )
+    with pytest.raises(sources.InputError, match="cannot list the folder"):
+        sources.list_labelled(str(root), CLASSES)
+
+
+def test_zip_entries_with_the_same_name_are_each_read(tmp_path):
+    archive = tmp_path / "train.zip"
+    first, second = make_jpeg_bytes(seed=1), make_jpeg_bytes(seed=2)
+    _zip_with_repeated_name(archive, first, second)
+    items = sources.list_labelled(str(archive), CLASSES).items
+    assert [(i.name, i.member, i.label) for i in items] == [
+        ("train/cat.1.jpg (entry 1 of 2)", "train/cat.1.jpg", 0),
+        ("train/cat.1.jpg (entry 2 of 2)", "train/cat.1.jpg", 0),
+    ]
+    assert [i.read() for i in items] == [first, second]
+    assert items[0].location == f"{archive}:train/cat.1.jpg (entry 1 of 2)"
+    unlabelled = list(sources.iter_unlabelled(str(archive)))
+    assert [i.read() for i in unlabelled] == [first, second]
+
+
+def test_zip_member_over_the_size_cap_is_not_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(zips, "MAX_MEMBER_BYTES", 1000)
+    archive = tmp_path / "train.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("cat.1.jpg", b"\0" * 5000)  # compresses to a few bytes
+        z.writestr("cat.2.jpg", b"\0" * 1000)
+    items = sources.list_labelled(str(archive), CLASSES).items
+    assert items[0].problem == "zip member too large: 5000 bytes uncompressed (limit 1000)"
+    assert items[0].label is None and items[1].problem is None
+    with pytest.raises(OSError, match="zip member too large: 5000 bytes"):
+        items[0].read()  # predict reads without looking at problem: refused there too
+    assert items[1].read() == b"\0" * 1000
+
+
+def test_zip_header_that_understates_the_size_cannot_make_us_read_more(tmp_path):
+    archive = tmp_path / "train.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("cat.1.jpg", b"a" * 2000)
+    data = bytearray(archive.read_bytes())
+    central = data.index(b"PK\x01\x02")
+    data[central + 24 : central + 28] = (500).to_bytes(4, "little")  # "500 bytes"
+    archive.write_bytes(bytes(data))
+    (item,) = sources.list_labelled(str(archive), CLASSES).items
+    assert item.problem is None
+    status, reason = sources.read_digest(item)
+    assert status == "skip" and reason.startswith("unreadable: cannot read zip member")
+
+
+def test_nested_archives_are_listed_as_such(tmp_path):
+    inner = tmp_path / "in" / "cats" / "more.zip"
+    inner.parent.mkdir(parents=True)
+    with zipfile.ZipFile(inner, "w") as z:
+        z.writestr("cat.1.jpg", make_jpeg_bytes(seed=1))
+    outer = tmp_path / "train.zip"
+    with zipfile.ZipFile(outer, "w") as z:
+        z.write(inner, "train/cat.tar.gz")
+        z.write(inner, "train/cats.zip")
+    (folder_item,) = sources.list_labelled(str(tmp_path / "in"), CLASSES).items
+    assert folder_item.problem == labels.NESTED_ARCHIVE
+    zip_items = sources.list_labelled(str(outer), CLASSES).items
+    assert [i.problem for i in zip_items] == [labels.NESTED_ARCHIVE] * 2
+    assert "unpack it and pass it as its own --input" in labels.NESTED_ARCHIVE
+
+
+def test_display_name_shows_undecodable_bytes():
+    name = os.fsdecode(b"train/cat.\xff.jpg")
+    assert name == "train/cat.\udcff.jpg"
+    assert sources.display_name(name) == "train/cat.\\xff.jpg"
+    assert sources.display_name("train/chat-été.jpg") == "train/chat-été.jpg"
+    sources.display_name(name).encode("utf-8")  # strict UTF-8 accepts it

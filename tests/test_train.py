@@ -98,6 +98,10 @@ def test_imagenet_download_failure_is_fast_and_clear(tiny_records, tmp_path):
         (["--weights=/no/such/vgg16.h5"], "no such file", 1),
         (["--mixed_precision=fp8"], "--mixed_precision", 1),
         (["--backup_freq=often"], "--backup_freq=often", 1),
+        # The old silent combination (fused decode + keras-cv in the model) is gone: one
+        # --augment choice, and --augment_on no longer exists.
+        (["--augment=fused", "--augment_on=model"], "Unknown command line flag 'augment_on'", 1),
+        (["--augment=keras_cv"], "--augment=keras_cv", 1),
     ],
 )
 def test_bad_flags_give_clear_errors(tiny_records, tmp_path, flags, message, code):

@@ -8,6 +8,8 @@ import json
 import os
 import pathlib
 import shutil
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -16,8 +18,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from records import schema, sources, writer
-from tests.conftest import make_jpeg_bytes, write_kaggle_folder
+from records import folders, lock, outdir, plan, schema, sources, verify, writer
+from records.manifest import Manifest
+from tests.conftest import REPO_ROOT, make_jpeg_bytes, subprocess_env, write_kaggle_folder
 
 
 def convert(inputs, output_dir, **kwargs) -> writer.ConversionResult:
@@ -31,12 +34,12 @@ def convert(inputs, output_dir, **kwargs) -> writer.ConversionResult:
 
 def read_records(records_dir) -> dict[str, list[dict]]:
     """split -> records (in shard order) as plain dicts, through schema.parse_example."""
-    manifest = schema.read_manifest(str(records_dir))
+    manifest = Manifest.load(str(records_dir))
     out = {}
     for split in schema.SPLITS:
         rows = []
-        if manifest["splits"][split]["shards"]:
-            files = schema.shard_paths(str(records_dir), split, manifest)
+        if split in manifest.splits and manifest.splits[split].shards:
+            files = manifest.split(split).paths
             for parsed in tf.data.TFRecordDataset(files).map(schema.parse_example):
                 rows.append({key: value.numpy() for key, value in parsed.items()})
         out[split] = rows
@@ -90,11 +93,15 @@ def test_round_trip_bytes_labels_counts(tmp_path):
         "duplicates": 0,
         "converted": 0,
         "resized": 0,
+        "folders_found": 1,
+        "folders_read": 1,
+        "folders_skipped": 0,
     }
+    assert "stored_max_short_side" not in manifest  # the same as settings.max_short_side
     # The split follows the rule exactly, and shards are sha-sorted (classes mixed).
     for split, rows in records.items():
         shas = [r[schema.SHA256].decode() for r in rows]
-        assert all(writer.split_of(sha, 0.3) == split for sha in shas)
+        assert all(plan.split_of(sha, 0.3) == split for sha in shas)
         assert shas == sorted(shas)
     # Nothing but shards and the manifest is left behind.
     assert sorted(os.listdir(tmp_path / "out")) == sorted(
@@ -103,14 +110,14 @@ def test_round_trip_bytes_labels_counts(tmp_path):
 
 
 def test_split_is_a_pure_function_of_the_hash():
-    assert writer.split_of("0" * 64, 0.2) == "val"
-    assert writer.split_of("f" * 64, 0.2) == "train"
+    assert plan.split_of("0" * 64, 0.2) == "val"
+    assert plan.split_of("f" * 64, 0.2) == "train"
     threshold = int(0.2 * 2**64)
-    assert writer.split_of(f"{threshold:016x}" + "f" * 48, 0.2) == "train"
-    assert writer.split_of(f"{threshold - 1:016x}" + "f" * 48, 0.2) == "val"
-    assert writer.split_of("0" * 64, 0.0) == "train"
+    assert plan.split_of(f"{threshold:016x}" + "f" * 48, 0.2) == "train"
+    assert plan.split_of(f"{threshold - 1:016x}" + "f" * 48, 0.2) == "val"
+    assert plan.split_of("0" * 64, 0.0) == "train"
     shas = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(2000)]
-    val = sum(writer.split_of(s, 0.2) == "val" for s in shas)
+    val = sum(plan.split_of(s, 0.2) == "val" for s in shas)
     assert 320 < val < 480  # ~20 %
 
 
@@ -254,11 +261,11 @@ def test_every_bad_input_is_accounted_for(tmp_path):
 
 
 def test_default_shard_counts():
-    assert writer.default_num_shards("train", 20_000, 450 * 2**20) == 4
-    assert writer.default_num_shards("train", 100_000, 1500 * 2**20) == 10
-    assert writer.default_num_shards("val", 5_000, 110 * 2**20) == 2
-    assert writer.default_num_shards("val", 1, 10) == 1  # never an empty shard by default
-    assert writer.default_num_shards("val", 0, 0) == 0
+    assert plan.default_num_shards("train", 20_000, 450 * 2**20) == 4
+    assert plan.default_num_shards("train", 100_000, 1500 * 2**20) == 10
+    assert plan.default_num_shards("val", 5_000, 110 * 2**20) == 2
+    assert plan.default_num_shards("val", 1, 10) == 1  # never an empty shard by default
+    assert plan.default_num_shards("val", 0, 0) == 0
 
 
 def test_explicit_shard_counts_and_no_val(tmp_path):
@@ -374,3 +381,159 @@ def test_missing_or_empty_input_raises_input_error(tmp_path):
 def test_bad_options_are_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):
         writer.ConvertOptions(inputs=("x",), output_dir="y", **kwargs)
+
+
+def _folder_walked_like_os_walk(root: str) -> folders.Walk:
+    """The old listing: os.walk without followlinks sees a symlinked folder, never enters it."""
+    walk = folders.Walk(folders_found=1)
+    for dirpath, dirnames, filenames in os.walk(root):
+        walk.folders_read += 1
+        walk.folders_found += len(dirnames)
+        walk.files += [os.path.relpath(os.path.join(dirpath, f), root) for f in filenames]
+    walk.files.sort()
+    return walk
+
+
+def test_a_folder_dropped_without_a_trace_breaks_the_accounting(tmp_path, monkeypatch):
+    (tmp_path / "real_cats").mkdir()
+    (tmp_path / "real_cats" / "1.jpg").write_bytes(make_jpeg_bytes(seed=1))
+    (tmp_path / "in" / "dogs").mkdir(parents=True)
+    (tmp_path / "in" / "dogs" / "1.jpg").write_bytes(make_jpeg_bytes(seed=2))
+    os.symlink("../real_cats", tmp_path / "in" / "cats")
+    monkeypatch.setattr(folders, "walk", _folder_walked_like_os_walk)
+    with pytest.raises(
+        RuntimeError, match="folders read 2 \\+ skipped 0 should be folders found 3"
+    ):
+        convert([tmp_path / "in"], tmp_path / "out")
+    assert not (tmp_path / "out" / schema.MANIFEST_NAME).exists()
+
+
+def _failing_writer_class(fail_at: int):
+    """A TFRecordWriter whose ``fail_at``-th write (over all shards) fails like a full disk."""
+    real = tf.io.TFRecordWriter
+    calls = {"writes": 0}
+
+    class FailingWriter:
+        def __init__(self, path, options=None):
+            self._writer = real(path, options)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc_info):
+            self._writer.close()
+
+        def write(self, record):
+            calls["writes"] += 1
+            if calls["writes"] == fail_at:
+                raise tf.errors.ResourceExhaustedError(None, None, "No space left on device")
+            self._writer.write(record)
+
+    return FailingWriter
+
+
+def test_full_disk_is_a_write_error_and_the_folder_stays_resumable(tmp_path, monkeypatch):
+    folder = tmp_path / "train"
+    write_kaggle_folder(folder, 12)
+    reference = tmp_path / "reference"
+    convert([folder], reference, train_shards=4, val_shards=2)
+    out = tmp_path / "out"
+    monkeypatch.setattr(tf.io, "TFRecordWriter", _failing_writer_class(fail_at=9))
+    with pytest.raises(writer.WriteError) as error:
+        convert([folder], out, train_shards=4, val_shards=2)
+    monkeypatch.undo()
+    message = str(error.value)
+    assert isinstance(error.value, OSError)  # make_records: logged, exit 1, no traceback
+    assert f"in --output_dir {out}: No space left on device" in message
+    assert message.startswith("cannot write train-0000")
+    assert "free space or choose another --output_dir, then rerun the same command" in message
+    # Resumable: finished shards with their sidecars, no temp file, no manifest.
+    left = sorted(os.listdir(out))
+    finished = [name for name in left if schema.parse_shard_name(name)]
+    assert finished and not any(name.endswith(writer.TMP_SUFFIX) for name in left)
+    assert not (out / schema.MANIFEST_NAME).exists()
+    assert all((out / writer.WORK_DIR / f"{name}.json").exists() for name in finished)
+
+    result = convert([folder], out, train_shards=4, val_shards=2)
+    assert result.state == "resume" and result.shards_reused == len(finished)
+    assert shard_bytes(out) == shard_bytes(reference)
+    assert manifest_without_run(out) == manifest_without_run(reference)
+    assert verify.verify_records(str(out)) == []
+
+
+def test_a_second_run_into_the_same_folder_stops_at_once(tmp_path):
+    folder = tmp_path / "train"
+    write_kaggle_folder(folder, 3)
+    out = tmp_path / "out"
+    convert([folder], out)
+    assert not (out / lock.LOCK_NAME).exists()  # removed when the run ends
+    before = shard_bytes(out)
+    # flock locks belong to an open file, so this process can stand in for another run.
+    with lock.DirectoryLock(str(out)):
+        with pytest.raises(writer.OutputDirError) as error:
+            convert([folder], out, max_short_side=16, overwrite=True)
+        assert (out / lock.LOCK_NAME).read_text() == f"{os.getpid()}\n"
+    assert str(error.value) == (
+        f"--output_dir {out} is in use by another make_records run (pid {os.getpid()}); "
+        "wait for it to finish or use another --output_dir"
+    )
+    assert shard_bytes(out) == before  # --overwrite deleted nothing
+    # A lock file left by a killed run (no process holds it) neither blocks a run nor
+    # counts as a file of ours, and verify_records does not mind it.
+    (out / lock.LOCK_NAME).write_text("999999\n")
+    assert outdir.our_files(str(out)) == sorted([*before, schema.MANIFEST_NAME])
+    assert verify.verify_records(str(out)) == []
+    result = convert([folder], out, max_short_side=16, overwrite=True)
+    assert result.state == "fresh" and result.manifest["accounting"]["resized"] == 6
+    assert not (out / lock.LOCK_NAME).exists()
+    assert verify.verify_records(str(out)) == []
+
+
+def test_two_processes_into_one_folder(tmp_path):
+    folder = tmp_path / "train"
+    write_kaggle_folder(folder, 3)
+    out = tmp_path / "out"
+    convert([folder], out)
+    before = shard_bytes(out)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from records import lock\n"
+            "with lock.DirectoryLock(sys.argv[1]):\n"
+            "    print('locked', flush=True)\n"
+            "    time.sleep(300)\n",
+            str(out),
+        ],
+        cwd=REPO_ROOT,
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        second = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "records.make_records",
+                f"--input={folder}",
+                f"--output_dir={out}",
+                "--overwrite",
+            ],
+            cwd=REPO_ROOT,
+            env=subprocess_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    output = second.stdout + second.stderr
+    assert second.returncode == 2, output
+    assert f"--output_dir {out} is in use by another make_records run (pid {holder.pid})" in output
+    assert "Traceback" not in output
+    assert shard_bytes(out) == before
+    assert verify.verify_records(str(out)) == []

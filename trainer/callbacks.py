@@ -66,7 +66,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
 class InferenceModelCheckpoint(keras.callbacks.ModelCheckpoint):
     """ModelCheckpoint that saves `inference_model` rather than the model being fit.
 
-    When augmentation layers wrap the model (--augment_on=model), the best checkpoint
+    When augmentation layers wrap the model (--augment=keras_cv_model), the best checkpoint
     should still be the plain model that predicts without them.
     """
 

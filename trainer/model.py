@@ -146,14 +146,29 @@ def build_base(config: ModelConfig) -> keras.Model:
             "%d layers makes little sense; train all layers with --freeze_layers=0",
             config.freeze_layers,
         )
-    if not 0 <= config.freeze_layers <= len(base.layers):
-        raise ValueError(
-            f"freeze_layers={config.freeze_layers} is outside 0..{len(base.layers)} "
-            "(the number of VGG16 notop layers)"
-        )
-    for layer in base.layers[: config.freeze_layers]:
-        layer.trainable = False
+    _freeze(base, config.freeze_layers)
     return base
+
+
+def _freeze(base: keras.Model, freeze_layers: int) -> None:
+    """Freezes the first ``freeze_layers`` layers of ``base``; the rest train."""
+    if not 0 <= freeze_layers <= len(base.layers):
+        raise ValueError(
+            f"freeze_layers={freeze_layers} is outside 0..{len(base.layers)} "
+            f"(the number of {base.name} layers)"
+        )
+    for index, layer in enumerate(base.layers):
+        layer.trainable = index >= freeze_layers
+
+
+def base_model(model: keras.Model) -> keras.Model:
+    """The pretrained base inside a model built by ``build_model``."""
+    return model.get_layer("vgg16")
+
+
+def set_frozen_layers(model: keras.Model, freeze_layers: int) -> None:
+    """Refreezes the base of a model built by ``build_model`` (recompile to take effect)."""
+    _freeze(base_model(model), freeze_layers)
 
 
 def build_model(config: ModelConfig) -> keras.Model:
@@ -208,6 +223,16 @@ def prob_dog(probabilities):
     return probabilities[:, 1] if probabilities.shape[-1] == 2 else probabilities[:, 0]
 
 
-def vgg16_base(model: keras.Model) -> keras.Model:
-    """The VGG16 sub-model inside a model built by `build_model`."""
-    return model.get_layer("vgg16")
+def load_model(model_path: str) -> keras.Model:
+    """Loads a model saved by ``train`` (this module registers its custom layers).
+
+    Raises:
+      FileNotFoundError: No such file.
+      ValueError: The file is not a loadable Keras model.
+    """
+    if not os.path.isfile(model_path):
+        raise FileNotFoundError(f"--model={model_path}: no such file (train writes model.keras)")
+    try:
+        return keras.models.load_model(model_path)
+    except (ValueError, OSError, TypeError) as e:
+        raise ValueError(f"--model={model_path} is not a Keras model saved by train: {e}") from None

@@ -1,4 +1,4 @@
-"""Tests for pipeline.augment: the keras-cv augmenter on batches, eagerly and in tf.data."""
+"""Tests for pipeline.keras_cv_augment: the keras-cv augmenter on batches, eagerly and in tf.data."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import augment
+from pipeline import keras_cv_augment as augment
 
 
 def _batch(dtype=tf.uint8) -> tf.Tensor:

@@ -1,0 +1,67 @@
+"""The settings of one conversion: what ``make_records``' flags are derived from."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from records import config_flags
+
+setting = config_flags.setting
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ConvertOptions:
+    """Everything a conversion depends on; each field is also a ``make_records`` flag.
+
+    ``num_workers`` is resolved in ``__post_init__``: None means every core, and
+    ``single_process`` means 1, so the writer always sees the number it will use.
+    """
+
+    inputs: tuple[str, ...] = setting(
+        help="Folder, .zip or table of labelled images; repeat the flag for several inputs.",
+        repeat=True,
+        flag_name="input",
+    )
+    output_dir: str = setting(help="Directory for the shards and manifest.json.")
+    val_fraction: float = setting(
+        0.2, "Fraction of images for the val split (chosen by sha256, stable).", minimum=0, below=1
+    )
+    train_shards: int | None = setting(
+        None, "Train shard count (default: ~150 MB each, >= 4).", minimum=1
+    )
+    val_shards: int | None = setting(
+        None, "Val shard count (default: ~150 MB each, >= 2).", minimum=1
+    )
+    max_short_side: int | None = setting(
+        None,
+        "Store a re-encoded copy whose shorter side is at most this (never upscaled); "
+        "default keeps the original JPEG bytes.",
+        minimum=1,
+    )
+    jpeg_quality: int = setting(
+        90, "JPEG quality for re-encoded images (1-95).", minimum=1, maximum=95
+    )
+    num_workers: int | None = setting(
+        None, "Worker processes for reading and decoding images (default: every core).", minimum=1
+    )
+    single_process: bool = setting(False, "Run everything in this process (for debugging).")
+    overwrite: bool = setting(False, "Replace a different conversion in --output_dir.")
+    verify: bool = setting(
+        False, "Afterwards, read every shard back and check it (as verify_records)."
+    )
+    # Library-only: a tqdm bar (None: only when stderr is a terminal).
+    progress: bool | None = setting(None, flag=False)
+
+    def __post_init__(self):
+        if not self.inputs:
+            raise ValueError("inputs: at least one --input is required")
+        if isinstance(self.inputs, str):
+            raise ValueError(f"inputs={self.inputs!r}: a tuple of paths, not one string")
+        config_flags.check(self)
+        if self.single_process and self.num_workers not in (None, 1):
+            raise ValueError(
+                f"single_process conflicts with --num_workers={self.num_workers}; pass only one"
+            )
+        workers = 1 if self.single_process else self.num_workers or os.cpu_count() or 1
+        object.__setattr__(self, "num_workers", workers)

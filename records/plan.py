@@ -1,0 +1,213 @@
+"""Pass 1 of a conversion: every input listed, hashed, deduplicated, split and sharded.
+
+The plan is a pure function of the inputs' bytes and the settings: duplicates
+(byte-identical files; the smallest name is kept), the split
+(``int(sha256[:16], 16) < int(val_fraction * 2**64)`` -> val, so an image always lands in
+the same split on any machine or worker count, and copies cannot straddle splits), and
+the shards (each split's images sorted by sha256, which mixes the classes, cut into
+contiguous runs). ``Plan.digest`` names this exact conversion; ``records.writer``
+writes it (pass 2).
+
+Every input found is in exactly one place of the plan: a shard, ``skipped`` (with its
+reason: unusable while listing, unreadable, empty, copies labelled both ways) or a
+duplicate group's ``dropped``. A folder that could not be listed is one input found
+and one skipped (see ``records.sources``); ``folders`` counts folders separately.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import json
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from absl import logging
+
+from records import schema, sources
+from records.convert_options import ConvertOptions
+
+# Default shard size: big enough that reading is sequential, small enough that a split
+# has several shards to spread over readers. Estimated from the source file sizes.
+TARGET_SHARD_BYTES = 150 * 2**20
+MIN_SHARDS = {"train": 4, "val": 2}
+SPLIT_RULE = "int(sha256[:16], 16) < int(val_fraction * 2**64) -> val"
+
+
+def split_of(sha256: str, val_fraction: float) -> str:
+    """The split of an image, from its identity alone (stable everywhere)."""
+    # Integer comparison: exact, so no platform's float rounding can move an image.
+    return "val" if int(sha256[:16], 16) < int(val_fraction * 2**64) else "train"
+
+
+def default_num_shards(split: str, num_examples: int, total_bytes: int) -> int:
+    """Shards of about ``TARGET_SHARD_BYTES``, at least ``MIN_SHARDS[split]``, none empty."""
+    if num_examples == 0:
+        return 0
+    wanted = max(MIN_SHARDS[split], math.ceil(total_bytes / TARGET_SHARD_BYTES))
+    return min(wanted, num_examples)
+
+
+def skip_entry(source: sources.SourceImage, reason: str) -> dict[str, str]:
+    """A manifest ``skipped`` entry; names made readable (they may not be UTF-8)."""
+    return {
+        "source": sources.display_name(source.name),
+        "path": sources.display_name(source.location),
+        "reason": reason,
+    }
+
+
+@dataclasses.dataclass
+class Plan:
+    """Everything decided before any image is written.
+
+    Attributes:
+      settings: What the output depends on besides the input bytes.
+      inputs: One description per ``--input`` (path, kind, files).
+      inputs_found: Files, rows, zip entries and unreadable folders found.
+      skipped: Inputs found unusable while planning, as ``skip_entry`` dicts.
+      duplicates: ``{"sha256", "kept", "dropped": [...]}`` per group of identical files.
+      shards: split -> shards, each a list of ``(source, sha256)``.
+      folders: ``{"found", "read", "skipped"}`` summed over the folder inputs.
+    """
+
+    settings: dict[str, Any]
+    inputs: list[dict[str, Any]]
+    inputs_found: int
+    skipped: list[dict[str, str]]
+    duplicates: list[dict[str, Any]]
+    shards: dict[str, list[list[tuple[sources.SourceImage, str]]]]
+    folders: dict[str, int]
+
+    def shard_files(self, split: str) -> list[str]:
+        count = len(self.shards[split])
+        return [schema.shard_name(split, index, count) for index in range(count)]
+
+    @property
+    def digest(self) -> str:
+        """sha256 of everything that determines the output bytes."""
+        described = {
+            "settings": self.settings,
+            "skipped": self.skipped,
+            "duplicates": self.duplicates,
+            # Raw names, not display names: json.dumps escapes a non-UTF-8 name's
+            # surrogates exactly, so two names that display alike still differ here.
+            "shards": {
+                split: [
+                    [(s.name, s.location, s.label, sha) for s, sha in shard] for shard in shards
+                ]
+                for split, shards in self.shards.items()
+            },
+        }
+        return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
+
+
+def _list_inputs(
+    inputs: Sequence[str],
+) -> tuple[list[dict[str, Any]], list[sources.SourceImage], dict[str, int]]:
+    described, items = [], []
+    folders = dict.fromkeys(("found", "read", "skipped"), 0)
+    for path in inputs:
+        listing = sources.list_labelled(path, schema.CLASS_NAMES)
+        logging.info("input %s: %s with %d files", path, listing.kind, len(listing.items))
+        described.append(
+            {"path": os.path.abspath(path), "kind": listing.kind, "files": len(listing.items)}
+        )
+        items.extend(listing.items)
+        folders["found"] += listing.folders_found
+        folders["read"] += listing.folders_read
+        folders["skipped"] += listing.folders_skipped
+    return described, items, folders
+
+
+def make_plan(options: ConvertOptions, pool_map, progress) -> Plan:
+    """Lists and hashes every input and decides duplicates, splits and shards.
+
+    Args:
+      options: The conversion settings.
+      pool_map: An ordered ``map`` (possibly over a process pool) for hashing.
+      progress: Makes a progress reporter: ``progress(what, total)`` with
+        ``update()`` and ``close()``.
+
+    Returns:
+      The plan.
+
+    Raises:
+      sources.InputError: For a missing, empty or unreadable input.
+    """
+    described, items, folders = _list_inputs(options.inputs)
+    skipped = [skip_entry(s, s.problem) for s in items if s.problem]
+    usable = [s for s in items if not s.problem]
+
+    bar = progress("hashing", len(usable))
+    by_sha: dict[str, list[tuple[sources.SourceImage, int]]] = collections.defaultdict(list)
+    for source, result in zip(usable, pool_map(sources.read_digest, usable)):
+        bar.update()
+        if result[0] == "skip":
+            skipped.append(skip_entry(source, result[1]))
+        else:
+            by_sha[result[1]].append((source, result[2]))
+    bar.close()
+
+    duplicates, chosen = [], []  # chosen: (source, sha, size)
+    for sha, group in sorted(by_sha.items()):
+        group.sort(key=lambda pair: (pair[0].name, pair[0].location))
+        labels = {s.label for s, _ in group}
+        if len(labels) > 1:
+            # The same picture labelled both ways: no honest way to pick one.
+            names = ", ".join(sources.display_name(s.name) for s, _ in group)
+            for source, _ in group:
+                skipped.append(
+                    skip_entry(source, f"byte-identical copies carry different labels ({names})")
+                )
+            continue
+        kept, size = group[0]
+        chosen.append((kept, sha, size))
+        if len(group) > 1:
+            duplicates.append(
+                {
+                    "sha256": sha,
+                    "kept": sources.display_name(kept.name),
+                    "dropped": [sources.display_name(s.name) for s, _ in group[1:]],
+                }
+            )
+
+    settings: dict[str, Any] = {
+        "inputs": [d["path"] for d in described],
+        "val_fraction": options.val_fraction,
+        "split_rule": SPLIT_RULE,
+        "max_short_side": options.max_short_side,
+        "jpeg_quality": options.jpeg_quality,
+    }
+    shards = {}
+    for split in schema.SPLITS:
+        members = sorted(
+            (
+                (s, sha, size)
+                for s, sha, size in chosen
+                if split_of(sha, options.val_fraction) == split
+            ),
+            key=lambda triple: triple[1],
+        )
+        requested = getattr(options, f"{split}_shards")
+        count = (
+            requested
+            if requested is not None
+            else default_num_shards(split, len(members), sum(size for _, _, size in members))
+        )
+        settings[f"{split}_shards"] = count
+        # Contiguous runs of the sha-sorted list: sizes differ by at most one.
+        shards[split] = [
+            [
+                (s, sha)
+                for s, sha, _ in members[
+                    i * len(members) // count : (i + 1) * len(members) // count
+                ]
+            ]
+            for i in range(count)
+        ]
+    skipped.sort(key=lambda entry: (entry["source"], entry["path"]))
+    return Plan(settings, described, len(items), skipped, duplicates, shards, folders)

@@ -1,0 +1,108 @@
+"""The training run's input: distributed train/val datasets and their step counts."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import tensorflow as tf
+from absl import logging
+
+from pipeline import dataset as dataset_lib
+from records.manifest import Manifest
+from trainer.config import TrainConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainData:
+    """Distributed datasets and how many steps make an epoch of each."""
+
+    train: tf.distribute.DistributedDataset
+    val: tf.distribute.DistributedDataset
+    steps_per_epoch: int
+    validation_steps: int | None
+
+
+def _labels_for_head(ds: tf.data.Dataset, head: str) -> tf.data.Dataset:
+    if head == "softmax":
+        return ds  # Sparse int labels, as the pipeline yields them.
+    # The 1-unit sigmoid head trains on float [B, 1] targets.
+    return ds.map(lambda images, labels: (images, tf.cast(labels[:, None], tf.float32)))
+
+
+def make_data(
+    config: TrainConfig, manifest: Manifest, strategy: tf.distribute.Strategy
+) -> TrainData:
+    """Builds the input of a run from the (once-read) manifest.
+
+    Raises:
+      ValueError: No val split, or a batch larger than the training split.
+      FileNotFoundError: A listed shard is missing.
+    """
+    num_train = manifest.split("train").num_examples
+    num_val = manifest.num_examples("val")
+    if num_val == 0:
+        raise ValueError(
+            f"{config.records_dir} has no val examples; rerun make_records with a val fraction > 0"
+        )
+    manifest.split("val")  # Its shards must exist too: fail now, not after an epoch.
+    steps_per_epoch = config.steps_per_epoch or num_train // config.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"batch_size {config.batch_size} is larger than the {num_train} training examples"
+        )
+    replicas = strategy.num_replicas_in_sync
+    validation_steps = config.validation_steps
+    if validation_steps is None and replicas > 1:
+        # Full global batches only (see val_fn): val minus less than one batch.
+        validation_steps = max(1, num_val // config.batch_size)
+        logging.info(
+            "%d replicas: validating on %d full batches (%d of %d val examples)",
+            replicas,
+            validation_steps,
+            validation_steps * config.batch_size,
+            num_val,
+        )
+
+    def train_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+        ds = dataset_lib.train_dataset(
+            manifest,
+            # The pipeline takes the global batch and applies ctx's per-replica split itself.
+            config.batch_size,
+            image_size=config.image_shape,
+            augment=config.augment,
+            augment_strength=config.augment_strength,
+            seed=config.seed,
+            deterministic=config.deterministic,
+            cache=config.cache,
+            shuffle_buffer=config.shuffle_buffer,
+            input_context=ctx,
+            data_service=config.data_service,
+            data_service_mode=config.data_service_mode,
+        )
+        # The pipeline yields one pass; Keras counts epochs with steps_per_epoch.
+        return _labels_for_head(ds, config.head).repeat()
+
+    def val_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+        ds = dataset_lib.eval_dataset(
+            manifest,
+            config.batch_size,
+            split="val",
+            image_size=config.image_shape,
+            cache=config.cache,
+            input_context=ctx,
+        )
+        ds = _labels_for_head(ds, config.head)
+        if replicas == 1:
+            return ds
+        # Keras 3 cannot evaluate a step where replicas get batches of different sizes
+        # (an empty or partial last batch fails in AddN), so with several replicas val is
+        # re-batched into full batches and run for a fixed number of steps.
+        per_replica = ctx.get_per_replica_batch_size(config.batch_size)
+        return ds.unbatch().repeat().batch(per_replica, drop_remainder=True)
+
+    return TrainData(
+        train=strategy.distribute_datasets_from_function(train_fn),
+        val=strategy.distribute_datasets_from_function(val_fn),
+        steps_per_epoch=steps_per_epoch,
+        validation_steps=validation_steps,
+    )
