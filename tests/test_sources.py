@@ -267,9 +267,9 @@ def test_folder_that_cannot_be_listed_is_an_input_with_its_reason(tmp_path, monk
         (root / name / "1.jpg").write_bytes(name.encode())
     real_scandir = os.scandir
 
-    def scandir(path):
+    def scandir(path="."):
         # As root a chmod-000 folder is still readable, so the refusal is simulated.
-        if os.path.basename(path) == "dogs":
+        if isinstance(path, str) and os.path.basename(path) == "dogs":
             raise PermissionError(13, "Permission denied", path)
         return real_scandir(path)
 

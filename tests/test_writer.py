@@ -366,6 +366,7 @@ def test_missing_or_empty_input_raises_input_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(sources.InputError, match="holds no files"):
         convert([tmp_path / "empty"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # made for the lock, removed again
 
 
 @pytest.mark.parametrize(
