@@ -37,7 +37,8 @@ def convert_and_report(options: ConvertOptions) -> int:
     splits = result.manifest["splits"]
     logging.info(
         "%s: %d inputs -> %d written (train %d, val %d), %d skipped, %d duplicates, "
-        "%d converted, %d resized; %d shard(s) reused; %.1f s",
+        "%d converted, %d resized; folders %d found -> %d read, %d skipped; "
+        "%d shard(s) reused; %.1f s",
         options.output_dir,
         accounting["inputs_found"],
         accounting["written"],
@@ -47,6 +48,9 @@ def convert_and_report(options: ConvertOptions) -> int:
         accounting["duplicates"],
         accounting["converted"],
         accounting["resized"],
+        accounting["folders_found"],
+        accounting["folders_read"],
+        accounting["folders_skipped"],
         result.shards_reused,
         result.seconds,
     )

@@ -29,6 +29,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import sys
@@ -203,6 +204,19 @@ def _write_shards(
     return total
 
 
+def reason_kind(reason: str) -> str:
+    """What kind of skip a reason is, for the manifest's ``skip_reasons`` counts.
+
+    A reason is its kind, then details: numbers, names and causes after the first ":",
+    "(", "[" or "," ("image too large: 9000x9000 = ... (limit ...)", "truncated JPEG
+    (...)", "unreadable: [Errno 13] ..."). Names that come earlier (a quoted label, a
+    folder path such as ``dogs/``) are replaced by "...", so that reasons of one kind count
+    under one key: "image too large", "same folder as ...", "label ... is not a class name".
+    """
+    kind = re.split(r"[:(\[,]", reason, maxsplit=1)[0]
+    return re.sub(r"'[^']*'|\S*/\S*", "...", kind).strip()
+
+
 def _manifest(plan: Plan, digest: str, sidecars: dict[str, dict[str, Any]]) -> dict:
     splits, skipped, converted = {}, list(plan.skipped), []
     for split in schema.SPLITS:
@@ -251,7 +265,7 @@ def _manifest(plan: Plan, digest: str, sidecars: dict[str, dict[str, Any]]) -> d
             f"skipped {accounting['folders_skipped']} should be folders found "
             f"{accounting['folders_found']}"
         )
-    reasons = collections.Counter(entry["reason"].split(" (")[0] for entry in skipped)
+    reasons = collections.Counter(reason_kind(entry["reason"]) for entry in skipped)
     return {
         "format_version": schema.FORMAT_VERSION,
         "class_names": list(schema.CLASS_NAMES),

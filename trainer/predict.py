@@ -3,10 +3,17 @@ r"""Predicts P(dog) for a folder or zip of unlabelled images: a Kaggle submissio
   predict --model=build/model/model.keras --input=test1.zip --output=build/submission.csv
 
 The CSV is `id,label` (id = the file name's stem, e.g. 17 for 17.jpg, sorted numerically;
-label = probability of dog). Images that cannot be read or decoded do not stop the run:
-they are logged, listed with the reason in <output stem>.bad_images.json, and get
-label --bad_image_label (0.5, the least costly guess under log loss) so the submission
-still has a row for every input.
+label = probability of dog). Only image files are rows (by extension, case-insensitive;
+hidden files, __MACOSX and archives left out): every other file is listed with the reason
+in <output stem>.ignored.json. Images that cannot be read or decoded do not stop the run:
+they are logged, listed with the reason in <output stem>.bad_images.json, and get label
+--bad_image_label (0.5, the least costly guess under log loss) so the submission still has
+a row for every image.
+
+Each image is prepared exactly as make_records stored the training records (EXIF
+orientation, pixel limit, --max_short_side, --jpeg_quality) and decoded as validation
+decodes them. Those settings come from the records' manifest.json: --records_dir, or by
+default the records_dir that train wrote into metrics.json beside --model.
 """
 
 from __future__ import annotations
@@ -29,6 +36,11 @@ class PredictConfig:
     bad_image_label: float = setting(
         0.5, "Label written for images that cannot be decoded.", minimum=0, maximum=1
     )
+    records_dir: str | None = setting(
+        None,
+        "Records the model was trained on; images are prepared with their settings "
+        "(default: the records_dir in metrics.json beside --model).",
+    )
 
     def __post_init__(self):
         config_flags.check(self)
@@ -38,11 +50,17 @@ def main(config: PredictConfig) -> int:
     from trainer import prediction
 
     summary = prediction.predict(
-        config.model, config.input, config.output, config.batch_size, config.bad_image_label
+        config.model,
+        config.input,
+        config.output,
+        config.batch_size,
+        config.bad_image_label,
+        config.records_dir,
     )
     print(
         f"wrote {summary['output']}: {summary['predicted']} of {summary['images']} images "
-        f"predicted, {summary['bad_images']} bad (listed in {summary['bad_images_file']})"
+        f"predicted, {summary['bad_images']} bad (listed in {summary['bad_images_file']}), "
+        f"{summary['ignored']} other files ignored (listed in {summary['ignored_file']})"
     )
     return 0
 
