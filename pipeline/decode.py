@@ -158,26 +158,3 @@ def decode_and_resize(
     else:
         image = _decode_with_ratio(encoded, tf.constant(0), 1)
     return resize_to_uint8(image, target_height, target_width)
-
-
-def decode_image_any(encoded: tf.Tensor, image_size: int | Sequence[int] = (128, 128)) -> tf.Tensor:
-    """Like ``decode_and_resize`` but accepts JPEG, PNG, GIF (first frame) or BMP bytes.
-
-    For ``predict`` on user files. JPEGs take the fast ``decode_and_resize`` path; other
-    formats are decoded at full size with ``tf.io.decode_image`` and resized.
-
-    Returns:
-      uint8 tensor of shape [height, width, 3].
-    """
-    target_height, target_width = size_pair(image_size)
-
-    def other_format():
-        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-        image.set_shape([None, None, 3])
-        return resize_to_uint8(image, target_height, target_width)
-
-    return tf.cond(
-        tf.io.is_jpeg(encoded),
-        lambda: decode_and_resize(encoded, (target_height, target_width)),
-        other_format,
-    )

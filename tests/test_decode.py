@@ -92,18 +92,3 @@ def _png_bytes(height, width) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-@pytest.mark.parametrize("kind", ["jpeg", "png", "gif", "bmp"])
-def test_decode_image_any_formats_eager_and_in_map(kind):
-    if kind == "jpeg":
-        encoded = make_jpeg_bytes(90, 70, seed=1)
-    else:
-        array = np.random.default_rng(0).integers(0, 255, (90, 70, 3), dtype=np.uint8)
-        buffer = io.BytesIO()
-        Image.fromarray(array).save(buffer, format=kind.upper())
-        encoded = buffer.getvalue()
-    eager = decode.decode_image_any(tf.constant(encoded), (32, 48)).numpy()
-    mapped = _map_one(lambda e: decode.decode_image_any(e, (32, 48)), encoded)
-    assert eager.shape == (32, 48, 3) and eager.dtype == np.uint8
-    np.testing.assert_array_equal(eager, mapped)
