@@ -124,8 +124,11 @@ def _prepare_inputs(config: BenchmarkConfig, cleanup: contextlib.ExitStack) -> v
     slow_count = max(batch, min(config.slow_max_images, num_images) // batch * batch)
     slow = images_lib.choose_subset(timed, slow_count, config.subset_seed)
     logging.info(
-        "benchmarking %d images (%d batches of %d); slow variants: %d", num_images,
-        num_images // batch, batch, len(slow),
+        "benchmarking %d images (%d batches of %d); slow variants: %d",
+        num_images,
+        num_images // batch,
+        batch,
+        len(slow),
     )
 
     temp_dir = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="benchmark_input_"))

@@ -54,7 +54,9 @@ def read_split(manifest: Manifest, split: str) -> list[SplitImage]:
     return [
         SplitImage(key.decode(), filename.decode(), int(label))
         for batch in parsed.as_numpy_iterator()
-        for key, filename, label in zip(batch[schema.SHA256], batch[schema.FILENAME], batch[schema.LABEL])
+        for key, filename, label in zip(
+            batch[schema.SHA256], batch[schema.FILENAME], batch[schema.LABEL]
+        )
     ]
 
 

@@ -37,7 +37,9 @@ def add_ratios(results: list[dict[str, Any]], baselines: Mapping[str, str]) -> N
         for name, column in baselines.items():
             key = "x_" + column.replace(" ", "_")
             reference = by_name.get(name)
-            result[key] = result["images_per_sec"] / reference["images_per_sec"] if reference else None
+            result[key] = (
+                result["images_per_sec"] / reference["images_per_sec"] if reference else None
+            )
             result[key + "_cpu"] = (
                 reference["cpu_ms_per_image"] / result["cpu_ms_per_image"]
                 if reference and result["cpu_ms_per_image"] > 0
@@ -140,8 +142,10 @@ def plot_bars(
     title: str,
     xlabel: str,
     highlight: Sequence[bool] | None = None,
+    log: bool = False,
 ) -> None:
-    """Horizontal bar chart (one bar per name, labelled with its value) saved as PNG."""
+    """Horizontal bar chart (one bar per name, labelled with its value) saved as PNG;
+    highlighted bars blue, the others grey; ``log`` for values spanning decades."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on servers and CI
@@ -151,11 +155,17 @@ def plot_bars(
     figure, axes = plt.subplots(figsize=(9, 0.5 * len(names) + 1.5))
     colors = ["tab:blue" if h else "tab:gray" for h in highlight]
     bars = axes.barh(list(names), list(values), color=colors)
-    axes.bar_label(bars, labels=[f"{v:,.1f}" if v < 100 else f"{v:,.0f}" for v in values], padding=3)
+    axes.bar_label(
+        bars, labels=[f"{v:,.1f}" if v < 100 else f"{v:,.0f}" for v in values], padding=3
+    )
     axes.invert_yaxis()
     axes.set_xlabel(xlabel)
     axes.set_title(title, fontsize=10)
-    axes.set_xlim(0, max(list(values) + [1.0]) * 1.18)
+    if log:
+        axes.set_xscale("log")
+        axes.set_xlim(max(min(values, default=1.0) / 2, 1e-3), max(values, default=1.0) * 6)
+    else:
+        axes.set_xlim(0, max(list(values) + [1.0]) * 1.18)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

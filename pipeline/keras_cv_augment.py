@@ -1,11 +1,12 @@
 """keras-cv augmentation for batches: on the accelerator as the model's first layers, or in tf.data.
 
-On a CPU host these layers are slow (measured on 2 cores, batches of 64 at 128x128:
-flip+rotation+zoom+translation 371 img/s, versus ~4,000 img/s for the fused decode in
-``pipeline.decode``), so the training hot path uses the fused decode and this augmenter
-is for (a) the model's first layers on a GPU/TPU, where it costs next to nothing and runs
-only in training (Keras' recommended place on an accelerator), or (b) tf.data when the
-richer geometry is wanted and the host has cores to spare (``augment="keras_cv"``).
+On a CPU host these layers cost several times what the fused crop-decode costs (the
+figure, and the command that measures it, are in BUILD_NOTES.md: the benchmark's
+``pipeline_train_keras_cv`` row against ``pipeline_train_fused``), so the training hot
+path uses the fused decode and this augmenter is for (a) the model's first layers on a
+GPU/TPU (``augment="keras_cv_model"``), where it runs only in training (Keras'
+recommended place on an accelerator), or (b) tf.data when the richer geometry is wanted
+and the host has cores to spare (``augment="keras_cv_data"``).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ else
   echo "note: no $SMALL_RECORDS/manifest.json; skipping the --max_short_side rows" >&2
 fi
 
-exec "$PYTHON" -m pipeline.benchmark \
+exec "$PYTHON" -m benchmarks.benchmark_input \
   --records_dir="$RECORDS" "${small_flag[@]}" \
   --images_dir="$IMAGES" --output_dir="$OUT" \
   --batch_size=64 --image_size=128 --repeats=3 "$@"

@@ -152,5 +152,5 @@ def sample_dir() -> pathlib.Path:
     return SAMPLE_DIR
 
 
-# Keep TF's thread pools small: CI has 2 cores and tests run many tiny graphs.
+# Quieter test output: hide TensorFlow's C++ INFO and WARNING lines (errors still show).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

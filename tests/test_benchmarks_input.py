@@ -69,9 +69,7 @@ def test_benchmark_writes_json_png_and_table(tmp_path, kaggle_and_records):
         # The slow variants time the slow subset (8 images = 2 batches), the rest all 16.
         assert r["images"] == (8 if variants.VARIANTS[r["name"]].slow else 16)
     targets = {(t["variant"], tuple(t["references"])) for t in saved["targets"]}
-    assert targets == {
-        (t.variant, t.references) for t in benchmark.TARGETS if t.variant in names
-    }
+    assert targets == {(t.variant, t.references) for t in benchmark.TARGETS if t.variant in names}
     for target in saved["targets"]:
         assert target["reference"] in target["references"]
         assert target["met"] == (target["ratio"] >= target["target_ratio"])
@@ -229,5 +227,5 @@ def test_config_checks_and_cli_errors(tmp_path):
         cwd=REPO_ROOT,
     )
     assert result.returncode == 1
-    assert "benchmark_input: error: --records_dir=" in result.stderr
+    assert "error: --records_dir=" in result.stderr
     assert "is not a directory" in result.stderr and "Traceback" not in result.stderr

@@ -13,9 +13,11 @@ import subprocess
 
 import keras
 import numpy as np
+import pandas as pd
 from conftest import make_jpeg_bytes, subprocess_env, train_command, write_records
 
 from records import schema
+from trainer import callbacks as callbacks_lib
 from trainer import model as model_lib
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -114,8 +116,23 @@ def _free_ports(count):
             s.close()
 
 
-def test_multi_worker_two_processes_train(tmp_path):
+def test_multi_worker_two_processes_train_and_log_like_one_process(tmp_path):
+    # 32 train / 16 val examples in 2 shards each, global batch 8 = 4 per worker: each
+    # worker reads one shard (pipeline.shards splits the files), and with 4 steps an
+    # epoch is exactly one pass over it, so both workers together see every example
+    # once per epoch, as the one-process run (4 steps of 8) does. Validation: 2 full
+    # batches, again every val example once. The learning rate is so small that the
+    # weights do not move measurably, so an epoch's logged loss and accuracy are the
+    # mean over the same examples at the same weights, whichever examples share a batch:
+    # the two runs must log the same numbers (up to float summation order). The shards
+    # differ (labels alternate and are dealt round-robin: one shard is all cats, the
+    # other all dogs), so a worker logging only its own share would show.
+    # The epoch-level logs come from Keras' metric variables; the per-batch logs that
+    # callbacks get are what trainer/keras_compat.py reduces across workers: the last
+    # batch's running values must equal the epoch's on every worker (a sum over the two
+    # workers would double them).
     records_dir = _records(tmp_path, num_train=32, num_val=16)
+    flags = ["--batch_size=8", "--epochs=2", "--steps_per_epoch=4", "--learning_rate=1e-7"]
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     model_dir = tmp_path / "model"
     processes = []
@@ -124,18 +141,14 @@ def test_multi_worker_two_processes_train(tmp_path):
             tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
             processes.append(
                 subprocess.Popen(
-                    _command(
-                        records_dir,
-                        model_dir,
-                        "--strategy=multi_worker",
-                        "--batch_size=8",
-                        "--epochs=2",
-                        "--steps_per_epoch=2",
-                    ),
+                    _command(records_dir, model_dir, "--strategy=multi_worker", *flags),
                     stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT,
                     text=True,
-                    env=_env(TF_CONFIG=json.dumps(tf_config)),
+                    env=_env(
+                        TF_CONFIG=json.dumps(tf_config),
+                        **{callbacks_lib.DUMP_DIR_ENV: str(tmp_path / f"batches{index}")},
+                    ),
                     cwd=REPO_ROOT,
                 )
             )
@@ -155,3 +168,27 @@ def test_multi_worker_two_processes_train(tmp_path):
     assert (model_dir / "model.keras").is_file()
     # The non-chief wrote nothing that outlives the run.
     assert sorted(p.name for p in model_dir.iterdir() if "worker" in p.name) == []
+
+    one = subprocess.run(
+        _command(records_dir, tmp_path / "one", "--strategy=one_device", *flags),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=_env(**{callbacks_lib.DUMP_DIR_ENV: str(tmp_path / "batches_one")}),
+        cwd=REPO_ROOT,
+    )
+    assert one.returncode == 0, one.stderr[-3000:]
+    columns = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"]
+    multi_worker = pd.read_csv(model_dir / "history.csv")[columns]
+    one_process = pd.read_csv(tmp_path / "one" / "history.csv")[columns]
+    assert multi_worker["epoch"].tolist() == one_process["epoch"].tolist() == [0, 1]
+    np.testing.assert_allclose(multi_worker.to_numpy(), one_process.to_numpy(), rtol=1e-5)
+    for batches in ["batches0", "batches1", "batches_one"]:
+        logs = pd.read_json(tmp_path / batches / "batch_logs.jsonl", lines=True)
+        last = logs.groupby("epoch").last()
+        np.testing.assert_allclose(
+            last[["loss", "accuracy"]].to_numpy(),
+            one_process[["loss", "accuracy"]].to_numpy(),
+            rtol=1e-5,
+            err_msg=batches,
+        )

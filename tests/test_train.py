@@ -13,6 +13,7 @@ import conftest
 import pandas as pd
 import pytest
 
+from trainer import callbacks as callbacks_lib
 from trainer import model as model_lib
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -119,48 +120,23 @@ def test_missing_records_dir(tmp_path):
 
 def test_killed_run_resumes(tiny_records, tmp_path):
     model_dir = tmp_path / "model"
-    metadata = model_dir / "backup" / "training_metadata.json"
-    # 3 epochs x 3 steps with a backup every 2 steps: kill once a backup from inside the
-    # second epoch exists, i.e. mid-epoch with one epoch done.
+    # 3 epochs x 3 steps with a backup every 2 steps, killed by the trainer's test hook
+    # after batch 2 of epoch 1 (0-based): mid-epoch, one epoch and a backup at batch 1
+    # done. tests/test_resume.py kills at more points; this is the plain one-phase run.
     flags = ["--epochs=3", "--steps_per_epoch=3", "--backup_freq=2", "--early_stopping_patience=0"]
-    process = subprocess.Popen(
-        train_command(tiny_records, model_dir, *flags),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=run_env(),
-        cwd=REPO_ROOT,
+    killed = run_train(
+        tiny_records, model_dir, *flags, env=run_env(**{callbacks_lib.KILL_AT_ENV: "0:1:2"})
     )
-    try:
-        deadline = time.monotonic() + 180
-        state = None
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                state = json.loads(metadata.read_text())
-            except (OSError, ValueError):
-                state = None
-            if state and state["epoch"] >= 1:
-                break
-            time.sleep(0.05)
-        assert process.poll() is None, "training finished before it could be killed"
-        assert state and state["epoch"] >= 1, "no mid-epoch backup appeared in time"
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    killed_at = state["epoch"]
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert not (model_dir / "metrics.json").exists()
-    rows_before = len(pd.read_csv(model_dir / "history.csv"))
+    assert pd.read_csv(model_dir / "history.csv")["epoch"].tolist() == [0]
 
     result = run_train(tiny_records, model_dir, *flags)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resuming from the backup" in result.stderr
     metrics = json.loads((model_dir / "metrics.json").read_text())
-    assert metrics["resumed_from"]["epoch"] == killed_at
-    history = pd.read_csv(model_dir / "history.csv")
+    assert (metrics["resumed_from"]["epoch"], metrics["resumed_from"]["batch"]) == (1, 1)
     # Epochs finished before the kill are not run again: one row per epoch, in order.
-    assert rows_before == killed_at
-    assert history["epoch"].tolist() == [0, 1, 2]
+    assert pd.read_csv(model_dir / "history.csv")["epoch"].tolist() == [0, 1, 2]
     assert metrics["epochs_completed"] == 3
     assert not (model_dir / "backup").exists()

@@ -1,14 +1,18 @@
-"""The callbacks a training run uses: stock Keras ones plus a throughput meter."""
+"""The callbacks a training run uses: stock Keras ones plus throughput and input-wait meters."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import os
+import signal
 import time
 
 import keras
+import tensorflow as tf
 from absl import logging
+
+from trainer import resume
 
 BACKUP_SUBDIR = "backup"
 BEST_MODEL_NAME = "best.keras"
@@ -51,16 +55,104 @@ class Throughput(keras.callbacks.Callback):
             logging.info("epoch %d: %.1f train images/s", epoch + 1, rate)
 
 
-class BackupAndRestore(keras.callbacks.BackupAndRestore):
-    """Keras' BackupAndRestore, with the epoch it records during a resumed epoch fixed.
+class InputWait(keras.callbacks.Callback):
+    """Measures the share of training-step time spent waiting for input, per epoch.
 
-    Keras 3.15 sets the epoch it writes into its metadata only at epoch ends, so a
-    mid-epoch backup (save_freq=<steps>) taken in the first epoch after a resume records
-    epoch 0, and a second interruption would restart the count from scratch.
+    Adds ``input_wait_share`` (0..1) and ``input_wait_ms_per_step`` to the epoch logs, so
+    they reach history.csv, metrics.json and TensorBoard (``epoch_input_wait_share``).
+    Near 0: the input keeps up; a large share: the run is input-bound (see
+    ``benchmark_train``, decode-once input and the tf.data service).
+
+    How: Keras' TensorFlow train function normally takes the next batch inside the
+    compiled step (``iterator.get_next()`` in the graph), where waiting cannot be timed
+    apart from computing. At ``on_train_begin`` (``fit`` has built the train function,
+    no step has run) this callback wraps it: the wrapper takes the step's batch from the
+    distributed iterator in Python, timing that ``next()``, and hands the batch to the
+    same compiled step through Keras' own path for already-fetched data (a list of
+    batches). The time in ``next()`` is exactly the time the loop is blocked on the
+    pipeline with its prefetch buffer empty. The step time is from that ``next()`` to
+    ``on_train_batch_end``; Keras converts each step's logs to numbers before calling
+    batch-end callbacks (this one defines it, so it is never dispatched asynchronously),
+    so the step's device work is finished by then and wait / step time is the share of
+    time the accelerator had nothing to do for lack of input. The first step of each
+    ``fit`` (tracing, XLA compilation) is left out. Cost: one eager ``get_next`` per step
+    (~0.1 ms). Under TPUStrategy, where the batch must be fetched inside the step, it
+    measures nothing. The original train function is put back at ``on_train_end``.
     """
 
+    def __init__(self):
+        super().__init__()
+        self.per_epoch: list[float] = []
+        self._inner = None
+        self._skip_first = True
+        self._reset()
+
+    def _reset(self):
+        self._wait = self._step_time = 0.0
+        self._steps = 0
+        self._step_start = self._step_wait = None
+
+    def on_train_begin(self, logs=None):
+        strategy = self.model.distribute_strategy
+        if isinstance(strategy, tf.distribute.TPUStrategy) or self.model.train_function is None:
+            return
+        inner = self._inner = self.model.train_function
+        self._skip_first = True
+
+        def timed_train_function(iterator):
+            if not isinstance(iterator, (tf.data.Iterator, tf.distribute.DistributedIterator)):
+                return inner(iterator)
+            start = time.perf_counter()
+            batches = []
+            for _ in range(self.model.steps_per_execution):
+                try:
+                    batches.append(next(iterator))
+                except (StopIteration, tf.errors.OutOfRangeError):
+                    break
+            if not batches:
+                raise StopIteration
+            self._step_start = start
+            self._step_wait = time.perf_counter() - start
+            # A list is not a tf.data iterator: Keras runs its compiled step on each item.
+            return inner(batches)
+
+        self.model.train_function = timed_train_function
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._step_start is None:
+            return
+        if self._skip_first:
+            self._skip_first = False
+        else:
+            self._wait += self._step_wait
+            self._step_time += time.perf_counter() - self._step_start
+            self._steps += 1
+        self._step_start = None
+
     def on_epoch_begin(self, epoch, logs=None):
-        self._current_epoch = epoch
+        self._reset()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self._steps or self._step_time <= 0:
+            return
+        share = self._wait / self._step_time
+        self.per_epoch.append(share)
+        if logs is not None:
+            logs["input_wait_share"] = share
+            logs["input_wait_ms_per_step"] = 1000 * self._wait / self._steps
+        logging.info(
+            "epoch %d: %.1f%% of step time waiting for input (%.1f ms of %.1f ms per step)%s",
+            epoch + 1,
+            100 * share,
+            1000 * self._wait / self._steps,
+            1000 * self._step_time / self._steps,
+            ": input-bound" if share > 0.1 else "",
+        )
+
+    def on_train_end(self, logs=None):
+        if self._inner is not None:
+            self.model.train_function = self._inner
+            self._inner = None
 
 
 class InferenceModelCheckpoint(keras.callbacks.ModelCheckpoint):
@@ -68,33 +160,114 @@ class InferenceModelCheckpoint(keras.callbacks.ModelCheckpoint):
 
     When augmentation layers wrap the model (--augment=keras_cv_model), the best checkpoint
     should still be the plain model that predicts without them.
+
+    It decides at each epoch end (updating ``best`` and ``best_epoch``) but writes the
+    file only when ``resume.BackupAndRestore`` calls ``save_pending`` after committing
+    the epoch: written before the commit, a kill in between would leave best.keras
+    holding an epoch that the resumed run repeats and history.csv no longer lists.
     """
 
     def __init__(self, inference_model: keras.Model, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._inference_model = inference_model
+        self.best_epoch: int | None = None  # 0-based epoch of `best`.
+        self._pending = False
 
     def set_model(self, model):
         super().set_model(self._inference_model)
+
+    def _save_model(self, epoch, batch, logs):
+        if self._should_save_model(epoch, batch, logs, self.filepath):
+            self.best_epoch = epoch
+            self._pending = True
+
+    def save_pending(self) -> None:
+        """Writes the checkpoint if the epoch that just ended improved on the best."""
+        if self._pending:
+            self.save_now()
+            self._pending = False
+
+    def save_now(self) -> None:
+        """Writes the model as it is now to ``filepath``."""
+        # Under a temporary name first, so best.keras is never a half-written file.
+        temporary = self.filepath.removesuffix(".keras") + ".partial.keras"
+        self.model.save(temporary, overwrite=True)
+        os.replace(temporary, self.filepath)
 
 
 def _tensorboard_installed() -> bool:
     return importlib.util.find_spec("tensorboard") is not None
 
 
-def read_backup_state(backup_dir: str) -> dict | None:
-    """The epoch/batch BackupAndRestore last saved in `backup_dir`, or None if none."""
-    path = os.path.join(backup_dir, "training_metadata.json")
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
+# Test hooks, off unless their environment variable is set (tests/test_resume.py sets
+# them): they let a test stop a run at an exact point and see what a resume restored,
+# without sleeping and hoping.
+# TRAINER_TEST_KILL_AT=PHASE:EPOCH:BATCH SIGKILLs the process after that training batch
+# (0-based; EPOCH counts across phases, PHASE is 0 or 1), before a backup at that batch;
+# BATCH=end kills at that epoch's end after its history row, before its backup.
+KILL_AT_ENV = "TRAINER_TEST_KILL_AT"
+# TRAINER_TEST_DUMP_DIR=DIR: at the first epoch of each phase's fit, before any step,
+# writes the weights and optimizer state (DIR/phase<P>.weights.h5) and the checkpoint
+# and EarlyStopping state (DIR/phase<P>.json) as the restore left them; and appends each
+# training batch's logs, as callbacks get them, to DIR/batch_logs.jsonl (the per-batch
+# values trainer/keras_compat.py reduces across workers).
+DUMP_DIR_ENV = "TRAINER_TEST_DUMP_DIR"
+
+
+class ResumeTestHook(keras.callbacks.Callback):
+    """The test hook behind ``KILL_AT_ENV`` and ``DUMP_DIR_ENV`` (tests only)."""
+
+    def __init__(
+        self,
+        phase: int,
+        checkpoint: InferenceModelCheckpoint,
+        early_stopping: keras.callbacks.EarlyStopping | None,
+        kill_at: str | None,
+        dump_dir: str | None,
+    ):
+        super().__init__()
+        self.phase = phase
+        self._checkpoint = checkpoint
+        self._early_stopping = early_stopping
+        self._kill_at = kill_at
+        self._dump_dir = dump_dir
+        self._epoch = None
+        self._dumped = False
+
+    def _maybe_kill(self, epoch, point):
+        if self._kill_at == f"{self.phase}:{epoch}:{point}":
+            logging.warning("%s=%s: killing this process", KILL_AT_ENV, self._kill_at)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        if self._dump_dir and not self._dumped:
+            self._dumped = True
+            os.makedirs(self._dump_dir, exist_ok=True)
+            prefix = os.path.join(self._dump_dir, f"phase{self.phase}")
+            self.model.save_weights(f"{prefix}.weights.h5")
+            state = resume.callback_state(self._checkpoint, self._early_stopping)
+            state.update(epoch=epoch, iterations=int(self.model.optimizer.iterations.numpy()))
+            with open(f"{prefix}.json", "w") as f:
+                json.dump(state, f)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._dump_dir:
+            values = {key: float(value) for key, value in (logs or {}).items()}
+            line = {"phase": self.phase, "epoch": self._epoch, "batch": batch, **values}
+            with open(os.path.join(self._dump_dir, "batch_logs.jsonl"), "a") as f:
+                f.write(json.dumps(line) + "\n")
+        self._maybe_kill(self._epoch, batch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._maybe_kill(epoch, "end")
 
 
 def make_callbacks(
     *,
     write_dir: str,
     backup_dir: str,
+    phase: int,
     inference_model: keras.Model,
     global_batch_size: int,
     backup_freq: str | int,
@@ -108,6 +281,7 @@ def make_callbacks(
       write_dir: Where checkpoints, history and TensorBoard logs go (a temporary
         directory on non-chief workers).
       backup_dir: BackupAndRestore's directory (kept per worker; each restores its own).
+      phase: Which phase of the run (0 or 1) this ``fit`` is, for its backups.
       inference_model: The model the best checkpoint saves.
       global_batch_size: For the images/s figure.
       backup_freq: "epoch" or a number of steps between backups (mid-epoch backups).
@@ -127,22 +301,22 @@ def make_callbacks(
         save_best_only=True,
     )
     callbacks = [
-        # First, so the epoch it restores is in place before the others start counting.
-        BackupAndRestore(backup_dir, save_freq=backup_freq),
         throughput,
+        # Before CSVLogger and TensorBoard, so they get its input_wait_share.
+        InputWait(),
         best,
         # After Throughput, so the CSV gets its train_images_per_sec column.
         keras.callbacks.CSVLogger(os.path.join(write_dir, HISTORY_NAME), append=append_history),
     ]
+    early_stopping = None
     if early_stopping_patience > 0:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor="val_accuracy",
-                mode="max",
-                patience=early_stopping_patience,
-                restore_best_weights=False,
-            )
+        early_stopping = keras.callbacks.EarlyStopping(
+            monitor="val_accuracy",
+            mode="max",
+            patience=early_stopping_patience,
+            restore_best_weights=False,
         )
+        callbacks.append(early_stopping)
     if tensorboard and _tensorboard_installed():
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(write_dir, "tensorboard")))
     elif tensorboard:
@@ -152,4 +326,26 @@ def make_callbacks(
             "TensorBoard logs skipped: the tensorboard package is not installed "
             "(pip install tensorboard to get them, or pass --notensorboard to silence this)"
         )
+    if os.environ.get(KILL_AT_ENV) or os.environ.get(DUMP_DIR_ENV):
+        callbacks.append(
+            ResumeTestHook(
+                phase,
+                best,
+                early_stopping,
+                os.environ.get(KILL_AT_ENV),
+                os.environ.get(DUMP_DIR_ENV),
+            )
+        )
+    # Last: at an epoch end it commits the state the others have just updated (history
+    # row, best score, patience), and at train begin it restores theirs after
+    # EarlyStopping's own reset (see resume.BackupAndRestore).
+    callbacks.append(
+        resume.BackupAndRestore(
+            backup_dir,
+            phase=phase,
+            save_freq=backup_freq,
+            checkpoint=best,
+            early_stopping=early_stopping,
+        )
+    )
     return callbacks, throughput, best

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from pipeline import dataset
+from pipeline import dataset, decode_once
 from records import config_flags
+from trainer import backbones
 from trainer import model as model_lib
 from trainer import optimizers, precision, strategy
 
@@ -32,14 +33,23 @@ class TrainConfig:
     optimizer: str = setting("sgd", "Optimizer.", choices=optimizers.OPTIMIZERS)
     momentum: float = setting(0.9, "SGD momentum.", minimum=0, below=1)
     image_size: int = setting(128, "Square input size in pixels (VGG16 needs >= 32).", minimum=32)
-    weights: str = setting(
-        "imagenet",
-        "imagenet (Keras download/cache in $KERAS_HOME/models), none (random), or the path of "
-        f"{model_lib.NOTOP_WEIGHTS_FILE}.",
+    backbone: str = setting(
+        "vgg16",
+        "Convolutional base: vgg16 (the mission's model); small_cnn (4 conv + batch-norm "
+        "blocks sized for a CPU, no pretrained weights); mobilenetv2, resnet50 "
+        "(keras.applications, their own preprocessing).",
+        choices=backbones.NAMES,
     )
-    freeze_layers: int = setting(
-        model_lib.DEFAULT_FREEZE_LAYERS,
-        "How many VGG16 layers (counting its input) stay frozen: 15 = through block4, 0 = none.",
+    weights: str | None = setting(
+        None,
+        "imagenet (Keras download/cache in $KERAS_HOME/models), none (random), or the path of "
+        f"the backbone's notop .h5 (e.g. {model_lib.NOTOP_WEIGHTS_FILE}). Default: imagenet "
+        "where the backbone has ImageNet weights, else none.",
+    )
+    freeze_layers: int | None = setting(
+        None,
+        "How many base layers (counting its input) stay frozen. Default: the backbone's "
+        "(vgg16 15 = through block4; small_cnn 0; mobilenetv2/resnet50 all). 0 = none.",
         minimum=0,
     )
     dense_units: int = setting(256, "Hidden dense units of the head.", minimum=1)
@@ -81,6 +91,27 @@ class TrainConfig:
         "distributed_epoch (the workers split one pass).",
         choices=dataset.DATA_SERVICE_MODES,
     )
+    input_mode: str = setting(
+        "stream",
+        "stream: read, decode and augment the records every epoch (any data size); "
+        "decode_once: decode the train split once into host memory as uint8 arrays 9/8 of "
+        "--image_size (144 for 128), then only crop/flip/jitter per batch (for data that "
+        "fits in memory; checked against the manifest before decoding).",
+        choices=decode_once.INPUT_MODES,
+    )
+    augment_placement: str = setting(
+        "host",
+        "With --input_mode=decode_once: host (batched crop/flip/jitter in tf.data) or "
+        "accelerator (the model's first layer, training only; the saved model takes raw "
+        "images as always).",
+        choices=decode_once.PLACEMENTS,
+    )
+    decode_once_max_gb: float | None = setting(
+        None,
+        "With --input_mode=decode_once: host memory the decoded images may take, in GB "
+        "(default: 80% of MemAvailable).",
+        minimum=0,
+    )
     strategy: str = setting(
         "auto",
         "tf.distribute strategy; auto = mirrored on several GPUs, else one device. multi_worker "
@@ -104,13 +135,27 @@ class TrainConfig:
     fine_tune_epochs: int = setting(
         0, "Second phase: epochs with more layers unfrozen (0 = no phase two).", minimum=0
     )
-    fine_tune_freeze_layers: int = setting(
-        11, "Phase two: base layers kept frozen (11 = through block3).", minimum=0
+    fine_tune_freeze_layers: int | None = setting(
+        None,
+        "Phase two: base layers kept frozen. Default: the backbone's (vgg16 11 = through "
+        "block3; small_cnn 0; mobilenetv2 116, resnet50 143 = all but the last stage).",
+        minimum=0,
     )
     fine_tune_learning_rate: float = setting(1e-5, "Phase two learning rate.", minimum=0)
 
     def __post_init__(self):
         config_flags.check(self)
+        if self.input_mode == "decode_once" and self.augment not in ("fused", "none"):
+            raise ValueError(
+                f"augment={self.augment} does not apply with --input_mode=decode_once, which "
+                "does its own crop/flip/jitter (--augment_placement=host|accelerator); use "
+                "--augment=fused (the default) or none, or --input_mode=stream"
+            )
+        if self.input_mode == "decode_once" and self.data_service:
+            raise ValueError(
+                "data_service: the tf.data service runs the streaming pipeline on its "
+                "workers; it cannot use --input_mode=decode_once (memory of this host)"
+            )
         if self.learning_rate <= 0 or self.fine_tune_learning_rate <= 0:
             raise ValueError(
                 f"learning_rate={self.learning_rate} and fine_tune_learning_rate="
@@ -130,9 +175,17 @@ class TrainConfig:
     def image_shape(self) -> tuple[int, int]:
         return (self.image_size, self.image_size)
 
+    @property
+    def fine_tune_freeze(self) -> int:
+        """``fine_tune_freeze_layers``, or the backbone's default for the fine-tune phase."""
+        if self.fine_tune_freeze_layers is not None:
+            return self.fine_tune_freeze_layers
+        return model_lib.default_freeze_layers(self.backbone, fine_tune=True)
+
     def model_config(self, freeze_layers: int | None = None) -> model_lib.ModelConfig:
         return model_lib.ModelConfig(
             image_size=self.image_shape,
+            backbone=self.backbone,
             weights=self.weights,
             freeze_layers=self.freeze_layers if freeze_layers is None else freeze_layers,
             dense_units=self.dense_units,

@@ -1,13 +1,16 @@
-"""The training run's input: distributed train/val datasets and their step counts."""
+"""The training run's input: distributed train/val datasets, their step counts, and the
+augmentation layer the model runs first when augmentation happens on the accelerator."""
 
 from __future__ import annotations
 
 import dataclasses
 
+import keras
 import tensorflow as tf
 from absl import logging
 
 from pipeline import dataset as dataset_lib
+from pipeline import decode_once
 from records.manifest import Manifest
 from trainer.config import TrainConfig
 
@@ -27,6 +30,46 @@ def _labels_for_head(ds: tf.data.Dataset, head: str) -> tf.data.Dataset:
         return ds  # Sparse int labels, as the pipeline yields them.
     # The 1-unit sigmoid head trains on float [B, 1] targets.
     return ds.map(lambda images, labels: (images, tf.cast(labels[:, None], tf.float32)))
+
+
+def train_pipeline(
+    config: TrainConfig,
+    manifest: Manifest,
+    input_context: tf.distribute.InputContext | None = None,
+) -> tf.data.Dataset:
+    """One pass of training batches for ``config``'s input mode (streamed from the records,
+    or decoded once and kept in memory), before labels are fitted to the head.
+
+    ``benchmark_train`` times exactly this pipeline, so it stays one function.
+    """
+    if config.input_mode == "decode_once":
+        return decode_once.train_dataset(
+            manifest,
+            config.batch_size,
+            image_size=config.image_shape,
+            placement=config.augment_placement,
+            augment=config.augment != "none",
+            augment_strength=config.augment_strength,
+            seed=config.seed,
+            deterministic=config.deterministic,
+            max_gb=config.decode_once_max_gb,
+            input_context=input_context,
+        )
+    return dataset_lib.train_dataset(
+        manifest,
+        # The pipeline takes the global batch and applies the context's per-replica split.
+        config.batch_size,
+        image_size=config.image_shape,
+        augment=config.augment,
+        augment_strength=config.augment_strength,
+        seed=config.seed,
+        deterministic=config.deterministic,
+        cache=config.cache,
+        shuffle_buffer=config.shuffle_buffer,
+        input_context=input_context,
+        data_service=config.data_service,
+        data_service_mode=config.data_service_mode,
+    )
 
 
 def make_data(
@@ -64,23 +107,8 @@ def make_data(
         )
 
     def train_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
-        ds = dataset_lib.train_dataset(
-            manifest,
-            # The pipeline takes the global batch and applies ctx's per-replica split itself.
-            config.batch_size,
-            image_size=config.image_shape,
-            augment=config.augment,
-            augment_strength=config.augment_strength,
-            seed=config.seed,
-            deterministic=config.deterministic,
-            cache=config.cache,
-            shuffle_buffer=config.shuffle_buffer,
-            input_context=ctx,
-            data_service=config.data_service,
-            data_service_mode=config.data_service_mode,
-        )
         # The pipeline yields one pass; Keras counts epochs with steps_per_epoch.
-        return _labels_for_head(ds, config.head).repeat()
+        return _labels_for_head(train_pipeline(config, manifest, ctx), config.head).repeat()
 
     def val_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
         ds = dataset_lib.eval_dataset(
@@ -106,3 +134,37 @@ def make_data(
         steps_per_epoch=steps_per_epoch,
         validation_steps=validation_steps,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelAugmenter:
+    """A layer the training model runs first (training only), and the input shape the
+    training model then takes (None: the inference model's)."""
+
+    layer: keras.layers.Layer
+    input_shape: tuple[int | None, ...] | None = None
+
+
+def model_augmenter(config: TrainConfig) -> ModelAugmenter | None:
+    """The accelerator-side augmentation for ``config``, or None when the input pipeline
+    augments (or nothing does). Build it inside the strategy's scope."""
+    if config.input_mode == "decode_once":
+        if config.augment == "none" or config.augment_placement != "accelerator":
+            return None
+        from pipeline import crop_augment
+
+        return ModelAugmenter(
+            crop_augment.DecodedCropAugment(
+                config.image_shape, config.augment_strength, config.seed, name="decoded_crop"
+            ),
+            # Training batches are the stored S x S images; validation batches (and the
+            # saved model) have the output size: any size goes in.
+            input_shape=(None, None, 3),
+        )
+    if config.augment in dataset_lib.MODEL_AUGMENTS:
+        from pipeline import keras_cv_augment
+
+        return ModelAugmenter(
+            keras_cv_augment.make_augmenter(strength=config.augment_strength, seed=config.seed)
+        )
+    return None

@@ -19,14 +19,13 @@ import pandas as pd
 import tensorflow as tf
 from absl import logging
 
-from pipeline import dataset as dataset_lib
 from records.manifest import Manifest
 from trainer import callbacks as callbacks_lib
 from trainer import model as model_lib
-from trainer import optimizers, plots, precision
+from trainer import optimizers, plots, precision, resume
 from trainer import strategy as strategy_lib
 from trainer.config import TrainConfig
-from trainer.data import TrainData, make_data
+from trainer.data import TrainData, make_data, model_augmenter
 
 MODEL_NAME = "model.keras"
 METRICS_NAME = "metrics.json"
@@ -45,6 +44,8 @@ class _Phase:
     backup_dir: str
     # Base layers to freeze before compiling; None keeps the model as built.
     freeze_layers: int | None = None
+    # 0 for phase one, 1 for fine-tuning: recorded in the phase's backups.
+    index: int = 0
 
 
 @dataclasses.dataclass
@@ -58,8 +59,10 @@ class _Run:
     inference_model: keras.Model
     write_dir: str
     images_per_sec: list[float] = dataclasses.field(default_factory=list)
-    # The best val_accuracy so far, so a later phase replaces best.keras only if better.
+    # The best val_accuracy so far and its epoch, so a later phase replaces best.keras
+    # only if better.
     best: float | None = None
+    best_epoch: int | None = None
 
 
 def _run_phase(run: _Run, phase: _Phase, append_history: bool) -> None:
@@ -95,6 +98,7 @@ def _run_phase(run: _Run, phase: _Phase, append_history: bool) -> None:
     callbacks, throughput, best = callbacks_lib.make_callbacks(
         write_dir=run.write_dir,
         backup_dir=phase.backup_dir,
+        phase=phase.index,
         inference_model=run.inference_model,
         global_batch_size=config.batch_size,
         backup_freq=config.backup_frequency,
@@ -102,8 +106,8 @@ def _run_phase(run: _Run, phase: _Phase, append_history: bool) -> None:
         append_history=append_history,
         tensorboard=config.tensorboard,
     )
-    if run.best is not None:
-        best.best = run.best
+    # A resumed phase then puts its backup's best in place (resume.BackupAndRestore).
+    best.best, best.best_epoch = run.best, run.best_epoch
     with run.strategy.scope():
         run.fit_model.fit(
             run.data.train,
@@ -116,7 +120,7 @@ def _run_phase(run: _Run, phase: _Phase, append_history: bool) -> None:
             verbose=2,
         )
     run.images_per_sec.extend(throughput.per_epoch)
-    run.best = best.best
+    run.best, run.best_epoch = best.best, best.best_epoch
 
 
 def _history_metrics(history_csv: str) -> dict:
@@ -133,6 +137,10 @@ def _history_metrics(history_csv: str) -> dict:
         "best_val_accuracy": float(best["val_accuracy"]),
         "best_val_accuracy_epoch": int(best["epoch"]) + 1,
         "best_val_loss": float(history["val_loss"].min()),
+        # From callbacks.InputWait: the share of step time spent waiting for input.
+        "input_wait_share_per_epoch": (
+            history["input_wait_share"].tolist() if "input_wait_share" in history else None
+        ),
     }
 
 
@@ -141,13 +149,12 @@ def _build_models(config: TrainConfig, strategy: tf.distribute.Strategy):
     with strategy.scope():
         inference_model = model_lib.build_model(config.model_config())
         fit_model = inference_model
-        if config.augment in dataset_lib.MODEL_AUGMENTS:
-            from pipeline import keras_cv_augment
-
-            augmenter = keras_cv_augment.make_augmenter(
-                strength=config.augment_strength, seed=config.seed
+        # keras-cv layers (--augment=keras_cv_model) or decode-once crops on the accelerator.
+        augmenter = model_augmenter(config)
+        if augmenter is not None:
+            fit_model = model_lib.with_augmenter(
+                inference_model, augmenter.layer, augmenter.input_shape
             )
-            fit_model = model_lib.with_augmenter(inference_model, augmenter)
     return fit_model, inference_model
 
 
@@ -186,16 +193,6 @@ def train(config: TrainConfig) -> dict:
     backup_dir = os.path.join(
         config.model_dir, callbacks_lib.BACKUP_SUBDIR if chief else f"backup_{label}"
     )
-    resume_state = callbacks_lib.read_backup_state(backup_dir)
-    if resume_state is not None:
-        logging.info(
-            "resuming from the backup in %s: %d epoch(s) done, last backup at batch %d. Keras "
-            "restores the weights and optimizer state and repeats the interrupted epoch",
-            backup_dir,
-            resume_state["epoch"],
-            resume_state["batch"],
-        )
-
     fit_model, inference_model = _build_models(config, strategy)
     logging.info(
         "training %s: %d epochs x %d steps, global batch %d (%d per replica x %d replicas), "
@@ -219,17 +216,35 @@ def train(config: TrainConfig) -> dict:
                 config.fine_tune_learning_rate,
                 # Its own backup directory: the optimizer differs from phase one's.
                 backup_dir + FINE_TUNE_BACKUP_SUFFIX,
-                freeze_layers=config.fine_tune_freeze_layers,
+                freeze_layers=config.fine_tune_freeze,
+                index=1,
             )
         )
-        # A run killed in phase two resumes there (phase one's backup is gone by then).
-        if callbacks_lib.read_backup_state(phases[1].backup_dir) is not None:
-            phases = phases[1:]
-    for index, phase in enumerate(phases):
-        _run_phase(run, phase, append_history=index > 0 or resume_state is not None)
+    history_csv = os.path.join(write_dir, callbacks_lib.HISTORY_NAME)
+    # Resume in the last phase with a backup. Phase one's backup is kept until the run is
+    # done, so a phase-two backup means phase one is over; with phase one's alone, its
+    # fit restores it and either goes on or, if phase one was over, runs no epoch and
+    # leaves its final weights for phase two.
+    states = [resume.read_backup_state(phase.backup_dir) for phase in phases]
+    start = max((i for i, state in enumerate(states) if state is not None), default=0)
+    resume_state = states[start]
+    if resume_state is not None:
+        logging.info(
+            "resuming from the backup in %s (%s): %d epoch(s) done, last backup at batch %d "
+            "(%s). The weights, optimizer, best score and early-stopping state are restored; "
+            "an interrupted epoch is run again from its start",
+            phases[start].backup_dir,
+            phases[start].name,
+            resume_state["epoch"],
+            resume_state["batch"],
+            "epoch end" if resume_state.get("epoch_end") else "mid-epoch",
+        )
+        # The killed run may have written rows for epochs after its last backup.
+        resume.truncate_history(history_csv, resume_state["epoch"])
+    for phase in phases[start:]:
+        _run_phase(run, phase, append_history=phase.index > 0 or resume_state is not None)
 
     inference_model.save(os.path.join(write_dir, MODEL_NAME))
-    history_csv = os.path.join(write_dir, callbacks_lib.HISTORY_NAME)
     metrics = {
         "strategy": strategy_lib.strategy_name(strategy),
         "replicas": replicas,
@@ -255,4 +270,7 @@ def train(config: TrainConfig) -> dict:
         )
     else:
         shutil.rmtree(write_dir, ignore_errors=True)
+    # Only now: until the outputs are written, a rerun resumes instead of starting over.
+    for phase in phases:
+        shutil.rmtree(phase.backup_dir, ignore_errors=True)
     return metrics

@@ -11,7 +11,12 @@ fails in the pinned keras 3.15.1 (TF 2.21) before the first step, for two reason
    The build only needs shapes and dtypes, so the first local replica's batch serves.
 2. ``reduce_per_replica`` reduces every metric with ``strategy.reduce("MEAN", v, axis=0)``
    under a multi-worker strategy; the metrics are scalars, which have no axis 0.
-   A scalar is averaged with ``axis=None`` instead.
+   A scalar is averaged across the workers with ``axis=None`` instead. Every value is
+   reduced, a plain tensor too: with one replica per worker ``strategy.run`` returns each
+   worker's own running metrics as a plain tensor (the metric variables are read
+   locally inside the step), and leaving those unreduced gave each worker's callbacks
+   the loss and accuracy of its own share of the batch only. The epoch-level logs are
+   read from the metric variables outside the step and were right either way.
 
 ``apply()`` patches both, only when called (``trainer.strategy.make_strategy`` calls it for
 ``--strategy=multi_worker`` alone), and only for the Keras version it was written against:
@@ -57,9 +62,12 @@ def _make_reduce_per_replica(original):
             return original(values, strategy, reduction)
 
         def reduce(value):
-            if not isinstance(value, tf.distribute.DistributedValues):
+            if isinstance(value, tf.distribute.DistributedValues):
+                rank = value.values[0].shape.rank
+            elif tf.is_tensor(value):
+                rank = value.shape.rank  # One local replica: this worker's value only.
+            else:
                 return value
-            rank = value.values[0].shape.rank
             # Fix 2: a scalar has no axis 0 to average over.
             return strategy.reduce("MEAN", value, axis=None if rank == 0 else 0)
 

@@ -1,7 +1,8 @@
-"""The classifier: a Keras VGG16 base, partly frozen, with a small dense head.
+"""The classifier: a convolutional base (``--backbone``), partly frozen, with a small dense head.
 
-The model takes raw RGB pixels (uint8 or float in 0..255): VGG16's own preprocessing
-is a layer inside it, so the saved model needs no preprocessing code to predict.
+The model takes raw RGB pixels (uint8 or float in 0..255): the base's own preprocessing
+is a layer inside it, so the saved model needs no preprocessing code to predict. The
+bases and their defaults are listed once, in ``trainer.backbones``.
 """
 
 from __future__ import annotations
@@ -13,15 +14,16 @@ import socket
 import keras
 from absl import logging
 
-# The standard Keras file (the one `keras.applications.VGG16` downloads and caches).
-NOTOP_WEIGHTS_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
-NOTOP_WEIGHTS_URL = (
-    "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/" + NOTOP_WEIGHTS_FILE
-)
-NOTOP_WEIGHTS_MD5 = "6d6bbae143d832006294945121d1f1fc"
+from trainer import backbones
 
-# VGG16 layers[:15] are the input and blocks 1-4 (the classic "freeze through block4").
-DEFAULT_FREEZE_LAYERS = 15
+# Kept for callers of the VGG16-only API (the flags' help, the README, the tests).
+VGG16Preprocess = backbones.VGG16Preprocess
+_VGG16_WEIGHTS = backbones.BACKBONES["vgg16"].imagenet_weights((224, 224))
+NOTOP_WEIGHTS_FILE = _VGG16_WEIGHTS.file_name
+NOTOP_WEIGHTS_URL = _VGG16_WEIGHTS.url
+NOTOP_WEIGHTS_MD5 = _VGG16_WEIGHTS.file_hash
+DEFAULT_FREEZE_LAYERS = backbones.BACKBONES["vgg16"].freeze_layers
+
 HEADS = ("softmax", "sigmoid")
 POOLINGS = ("flatten", "avg")
 # Give up on the ImageNet download quickly where there is no network, instead of hanging.
@@ -38,8 +40,11 @@ class ModelConfig:
 
     Attributes:
       image_size: (height, width) of the input images.
-      weights: "imagenet", "none", or the path of a VGG16 notop weights file (.h5).
-      freeze_layers: How many of the base's layers (counting its input layer) to freeze.
+      backbone: One of ``backbones.NAMES``.
+      weights: "imagenet", "none", or the path of the backbone's notop weights file (.h5);
+        None: "imagenet" where the backbone has ImageNet weights, else "none".
+      freeze_layers: How many of the base's layers (counting its input layer) to freeze;
+        None: the backbone's default (15 for VGG16, 0 for a backbone without weights).
       dense_units: Width of the hidden dense layer of the head.
       dropout: Dropout rate after the hidden dense layer.
       head: "softmax" (2 units, the default) or "sigmoid" (1 unit, P(dog)).
@@ -47,42 +52,50 @@ class ModelConfig:
     """
 
     image_size: tuple[int, int] = (128, 128)
-    weights: str = "imagenet"
-    freeze_layers: int = DEFAULT_FREEZE_LAYERS
+    backbone: str = "vgg16"
+    weights: str | None = None
+    freeze_layers: int | None = None
     dense_units: int = 256
     dropout: float = 0.5
     head: str = "softmax"
     pooling: str = "flatten"
 
 
-@keras.saving.register_keras_serializable(package="trainer")
-class VGG16Preprocess(keras.layers.Layer):
-    """`keras.applications.vgg16.preprocess_input` as a layer: RGB 0..255 -> BGR, mean-centred.
-
-    A layer (not a Lambda) so the saved `.keras` model reloads without unsafe deserialisation.
-    """
-
-    # ImageNet channel means in BGR order, as in keras.applications.imagenet_utils ("caffe").
-    _MEAN_BGR = (103.939, 116.779, 123.68)
-
-    def call(self, inputs):
-        images = keras.ops.cast(inputs, self.compute_dtype)
-        bgr = keras.ops.flip(images, axis=-1)
-        return bgr - keras.ops.convert_to_tensor(self._MEAN_BGR, dtype=self.compute_dtype)
+def default_weights(backbone: str) -> str:
+    """What ``weights=None`` means: "imagenet" where the backbone has ImageNet weights."""
+    return "imagenet" if backbones.get(backbone).imagenet_weights else "none"
 
 
-def resolve_weights(weights: str) -> str | None:
+def default_freeze_layers(backbone: str, fine_tune: bool = False) -> int:
+    """What ``freeze_layers=None`` means for ``backbone`` (phase one, or fine-tuning)."""
+    spec = backbones.get(backbone)
+    return spec.fine_tune_freeze_layers if fine_tune else spec.freeze_layers
+
+
+def resolve_weights(
+    weights: str, backbone: str = "vgg16", image_size: tuple[int, int] = (128, 128)
+) -> str | None:
     """Returns the weights file to load into the base, or None for random weights.
 
     Args:
       weights: "imagenet" (Keras download, cached in $KERAS_HOME/models), "none", or a path.
+      backbone: Whose ImageNet file "imagenet" means.
+      image_size: The input size (MobileNetV2 has one ImageNet file per size).
 
     Raises:
-      WeightsError: The ImageNet file cannot be downloaded, or the path does not exist.
+      WeightsError: The ImageNet file cannot be downloaded, the backbone has none, or the
+        path does not exist.
     """
     if weights.lower() == "none":
         return None
+    spec = backbones.get(backbone)
     if weights == "imagenet":
+        if spec.imagenet_weights is None:
+            raise WeightsError(
+                f"--backbone={backbone} has no ImageNet weights: train it from scratch with "
+                "--weights=none, or pass --weights=/path/to/weights.h5 saved from it"
+            )
+        standard = spec.imagenet_weights(image_size)
         # Where Keras itself caches it: $KERAS_HOME (default ~/.keras) / models.
         keras_home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
         cache = os.path.join(keras_home, "models")
@@ -90,63 +103,77 @@ def resolve_weights(weights: str) -> str | None:
         socket.setdefaulttimeout(_DOWNLOAD_TIMEOUT_S)
         try:
             return keras.utils.get_file(
-                NOTOP_WEIGHTS_FILE,
-                NOTOP_WEIGHTS_URL,
+                standard.file_name,
+                standard.url,
                 cache_dir=keras_home,
                 cache_subdir="models",
-                file_hash=NOTOP_WEIGHTS_MD5,
+                file_hash=standard.file_hash,
             )
         # get_file wraps network failures in a plain Exception; anything here means no file.
         except Exception as e:  # noqa: BLE001
             raise WeightsError(
-                f"could not download the VGG16 ImageNet weights ({e}). Either download "
-                f"{NOTOP_WEIGHTS_URL} on a machine with internet and put "
-                f"{NOTOP_WEIGHTS_FILE} in {cache} (the Keras cache: $KERAS_HOME/models, "
-                f"default ~/.keras/models), or pass --weights=/path/to/{NOTOP_WEIGHTS_FILE}, "
-                "or train from scratch with --weights=none --freeze_layers=0"
+                f"could not download the {backbone} ImageNet weights ({e}). Either download "
+                f"{standard.url} on a machine with internet and put "
+                f"{standard.file_name} in {cache} (the Keras cache: $KERAS_HOME/models, "
+                f"default ~/.keras/models), or pass --weights=/path/to/{standard.file_name}, "
+                "or train from scratch with --weights=none --freeze_layers=0 (or try "
+                "--backbone=small_cnn, sized for a CPU)"
             ) from None
         finally:
             socket.setdefaulttimeout(previous_timeout)
+    expected = spec.imagenet_weights(image_size).file_name if spec.imagenet_weights else None
     if not os.path.isfile(weights):
         raise WeightsError(
             f"--weights={weights}: no such file; pass imagenet, none, or the path of "
-            f"{NOTOP_WEIGHTS_FILE}"
+            + (expected or f"a {backbone} weights file (.h5)")
         )
     if not weights.endswith((".h5", ".hdf5")):
         raise WeightsError(
-            f"--weights={weights}: expected a legacy Keras .h5 weights file like "
-            f"{NOTOP_WEIGHTS_FILE}"
+            f"--weights={weights}: expected a Keras .h5 weights file"
+            + (f" like {expected}" if expected else "")
         )
     return weights
 
 
+def _weights_and_freeze(config: ModelConfig) -> tuple[str, int]:
+    weights = config.weights if config.weights is not None else default_weights(config.backbone)
+    freeze_layers = (
+        config.freeze_layers
+        if config.freeze_layers is not None
+        else default_freeze_layers(config.backbone)
+    )
+    return weights, freeze_layers
+
+
 def build_base(config: ModelConfig) -> keras.Model:
-    """VGG16 without its top, with `config.weights` loaded and the first layers frozen.
+    """The backbone without its top, with its weights loaded and the first layers frozen.
 
     Raises:
-      WeightsError: The weights cannot be obtained or do not fit VGG16.
-      ValueError: `freeze_layers` is out of range.
+      WeightsError: The weights cannot be obtained or do not fit the backbone.
+      ValueError: Unknown backbone, or `freeze_layers` is out of range.
     """
-    weights_path = resolve_weights(config.weights)
-    base = keras.applications.VGG16(
-        include_top=False, weights=None, input_shape=(*config.image_size, 3)
-    )
+    spec = backbones.get(config.backbone)
+    weights, freeze_layers = _weights_and_freeze(config)
+    weights_path = resolve_weights(weights, config.backbone, config.image_size)
+    base = spec.build((*config.image_size, 3))
     if weights_path is not None:
         try:
             base.load_weights(weights_path)
         except (ValueError, OSError, KeyError) as e:
+            standard = spec.imagenet_weights(config.image_size) if spec.imagenet_weights else None
+            layout = f" in the standard {standard.file_name} layout" if standard else ""
             raise WeightsError(
-                f"{weights_path} does not hold VGG16 notop weights in the standard "
-                f"{NOTOP_WEIGHTS_FILE} layout: {e}"
+                f"{weights_path} does not hold {config.backbone} notop weights{layout}: {e}"
             ) from None
-        logging.info("loaded VGG16 base weights from %s", weights_path)
-    else:
+        logging.info("loaded %s base weights from %s", config.backbone, weights_path)
+    elif freeze_layers:
         logging.warning(
-            "--weights=none: the VGG16 base starts from random weights, so freezing its first "
+            "--weights=none: the %s base starts from random weights, so freezing its first "
             "%d layers makes little sense; train all layers with --freeze_layers=0",
-            config.freeze_layers,
+            config.backbone,
+            freeze_layers,
         )
-    _freeze(base, config.freeze_layers)
+    _freeze(base, freeze_layers)
     return base
 
 
@@ -162,8 +189,15 @@ def _freeze(base: keras.Model, freeze_layers: int) -> None:
 
 
 def base_model(model: keras.Model) -> keras.Model:
-    """The pretrained base inside a model built by ``build_model``."""
-    return model.get_layer("vgg16")
+    """The base (``--backbone``) inside a model built by ``build_model``.
+
+    Raises:
+      ValueError: ``model`` has no base named after a registered backbone.
+    """
+    for layer in model.layers:
+        if layer.name in backbones.BACKBONES and isinstance(layer, keras.Model):
+            return layer
+    raise ValueError(f"{model.name} has no base layer named one of {', '.join(backbones.NAMES)}")
 
 
 def set_frozen_layers(model: keras.Model, freeze_layers: int) -> None:
@@ -175,24 +209,33 @@ def build_model(config: ModelConfig) -> keras.Model:
     """The inference model: raw RGB [B, H, W, 3] (0..255) -> class probabilities.
 
     Returns:
-      A functional model; output [B, 2] softmax (P(cat), P(dog)) or [B, 1] sigmoid (P(dog)),
-      always float32 so the loss is computed in float32 under mixed precision.
+      A functional model named ``<backbone>_dogs_vs_cats``; output [B, 2] softmax
+      (P(cat), P(dog)) or [B, 1] sigmoid (P(dog)), always float32 so the loss is computed
+      in float32 under mixed precision.
 
     Raises:
-      ValueError: For an unknown head or pooling, or a bad freeze count.
+      ValueError: For an unknown backbone, head or pooling, or a bad freeze count.
       WeightsError: See `build_base`.
     """
     if config.head not in HEADS:
         raise ValueError(f"head={config.head!r}: expected one of {HEADS}")
     if config.pooling not in POOLINGS:
         raise ValueError(f"pooling={config.pooling!r}: expected one of {POOLINGS}")
+    spec = backbones.get(config.backbone)
+    weights, _ = _weights_and_freeze(config)
     base = build_base(config)
     inputs = keras.Input(shape=(*config.image_size, 3), name="image")
-    x = VGG16Preprocess(name="vgg16_preprocess")(inputs)
-    # training=False keeps the base in inference mode even while the head trains: the
-    # keras.io transfer-learning recipe. VGG16 has no BatchNorm, so today this changes
-    # nothing numerically, but it keeps frozen layers frozen if the base is ever swapped.
-    x = base(x, training=False)
+    x = spec.preprocess(f"{config.backbone}_preprocess")(inputs)
+    if weights.lower() == "none":
+        # A base trained from scratch follows the model: its batch norm layers (small_cnn,
+        # MobileNetV2, ResNet50) must normalise with batch statistics and update their
+        # moving averages while training, or they never learn the data's statistics.
+        x = base(x)
+    else:
+        # Pretrained: training=False keeps the base in inference mode even while the head
+        # trains and after fine-tuning unfreezes it (the keras.io transfer-learning recipe),
+        # so its batch norm statistics are not overwritten by small, skewed batches.
+        x = base(x, training=False)
     if config.pooling == "avg":
         x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     else:
@@ -205,16 +248,21 @@ def build_model(config: ModelConfig) -> keras.Model:
     outputs = keras.layers.Dense(units, activation=activation, dtype="float32", name="predictions")(
         x
     )
-    return keras.Model(inputs, outputs, name="vgg16_dogs_vs_cats")
+    return keras.Model(inputs, outputs, name=f"{config.backbone}_dogs_vs_cats")
 
 
-def with_augmenter(model: keras.Model, augmenter: keras.layers.Layer) -> keras.Model:
+def with_augmenter(
+    model: keras.Model,
+    augmenter: keras.layers.Layer,
+    input_shape: tuple[int | None, ...] | None = None,
+) -> keras.Model:
     """Wraps `model` so `augmenter` runs first, on the accelerator, during training only.
 
     The wrapper is what trains; `model` (sharing its weights) is what gets saved, so the
-    saved model predicts without the augmentation layers.
+    saved model predicts without the augmentation layers. `input_shape` (default the
+    model's) is for augmenters that change the image size (decode-once crops).
     """
-    inputs = keras.Input(shape=model.input_shape[1:], name="image")
+    inputs = keras.Input(shape=input_shape or model.input_shape[1:], name="image")
     return keras.Model(inputs, model(augmenter(inputs)), name="augmented_" + model.name)
 
 

@@ -1,0 +1,69 @@
+"""benchmark_train on tiny records: the trainer's real model and pipelines, fields and files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import benchmark_train, headroom
+from trainer import model as model_lib
+
+
+@pytest.fixture
+def report(tiny_records, tmp_path):
+    config = benchmark_train.HeadroomConfig(
+        records_dir=str(tiny_records),
+        output_dir=str(tmp_path / "out"),
+        inputs=("stream_fused", "decode_once_accelerator"),
+        image_size=32,
+        batch_size=8,
+        steps=2,
+        warmup_steps=1,
+        host_batches=3,
+        host_warmup_batches=1,
+    )
+    return config, benchmark_train.run_benchmark(config)
+
+
+def test_headroom_report_files_and_fields(report, tmp_path):
+    config, result = report
+    saved = json.loads((tmp_path / "out" / "benchmark_train.json").read_text())
+    assert (tmp_path / "out" / "benchmark_train.png").stat().st_size > 1000
+    assert len(saved["machine"]["load_before"]) == 3 and saved["machine"]["device"]
+    assert saved["model"]["dtype_policy"] == "float32"  # auto on a CPU-only host
+    # One model per kind: the plain one, and the one with the decode-once crop layer first.
+    assert sorted(saved["models"]) == ["decoded_crop 36px", "plain 32px"]
+    for model in saved["models"].values():
+        assert model["images_per_sec"] > 0 and model["steps"] == 2
+        assert model["jit_compile"] is False  # what train gets on a CPU-only host
+    assert [r["name"] for r in saved["inputs"]] == ["stream_fused", "decode_once_accelerator"]
+    for r in saved["inputs"]:
+        assert r["fed"]["images_per_sec"] > 0 and 0 <= r["fed"]["input_wait_share"] <= 1
+        assert [h["threads"] for h in r["host"]] == sorted({1, r["host"][-1]["threads"]})
+        one_thread = r["host"][0]["images_per_sec"]
+        assert r["host_cores_needed"] == pytest.approx(r["model_images_per_sec"] / one_thread)
+        assert r["fed_over_model"] == pytest.approx(
+            r["fed"]["images_per_sec"] / r["model_images_per_sec"]
+        )
+    first_pass = {r["name"]: r["decode_once_first_pass_seconds"] for r in saved["inputs"]}
+    assert first_pass["stream_fused"] is None and first_pass["decode_once_accelerator"] > 0
+    table = benchmark_train.format_table(result)
+    assert "cores needed" in table and "model alone (plain 32px" in table
+
+
+def test_the_model_is_the_one_train_builds(report):
+    config, result = report
+    train_config = config.train_config(**headroom.INPUTS["stream_fused"].settings)
+    expected = model_lib.build_model(train_config.model_config())
+    plain = result["models"]["plain 32px"]
+    assert plain["weights"] == len(expected.weights)
+    assert plain["trainable_weights"] == len(expected.trainable_weights)
+
+
+def test_input_shapes():
+    config = benchmark_train.HeadroomConfig(records_dir="r", image_size=128)
+    accelerator = config.train_config(**headroom.INPUTS["decode_once_accelerator"].settings)
+    host = config.train_config(**headroom.INPUTS["decode_once_host"].settings)
+    assert headroom.input_shape(accelerator) == (144, 144, 3)
+    assert headroom.input_shape(host) == (128, 128, 3)
