@@ -16,6 +16,7 @@ keep ``--steps`` small there.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 from typing import Any
 
@@ -101,22 +102,37 @@ def run_benchmark(config: HeadroomConfig) -> dict[str, Any]:
     strategy = strategy_lib.make_strategy(base.strategy, base.tpu)
     strategy_lib.check_batch_size(base.batch_size, strategy.num_replicas_in_sync)
     policy = precision.apply_policy(precision.choose_policy(base.mixed_precision, strategy))
-    models: dict = {}
-    results = [
-        headroom.measure_input(
-            headroom.INPUTS[name],
-            config.train_config(**headroom.INPUTS[name].settings),
-            manifest,
-            strategy,
-            models,
-            jit_compile=headroom.JIT_COMPILE[config.jit_compile],
-            steps=config.steps,
-            warmup_steps=config.warmup_steps,
-            host_batches=config.host_batches,
-            host_warmup=config.host_warmup_batches,
+    configs = {
+        name: config.train_config(**headroom.INPUTS[name].settings) for name in config.inputs
+    }
+    # Every model is timed before any pipeline exists, so no input thread competes with it.
+    models: dict[str, tuple] = {}
+    for train_config in configs.values():
+        kind = headroom.model_kind(train_config)
+        if kind not in models:
+            models[kind] = headroom.measure_model(
+                train_config,
+                strategy,
+                jit_compile=headroom.JIT_COMPILE[config.jit_compile],
+                steps=config.steps,
+                warmup_steps=config.warmup_steps,
+            )
+    results = []
+    for name, train_config in configs.items():
+        results.append(
+            headroom.measure_input(
+                headroom.INPUTS[name],
+                train_config,
+                manifest,
+                strategy,
+                *models[headroom.model_kind(train_config)],
+                steps=config.steps,
+                warmup_steps=config.warmup_steps,
+                host_batches=config.host_batches,
+                host_warmup=config.host_warmup_batches,
+            )
         )
-        for name in config.inputs
-    ]
+        gc.collect()  # ends the fed iterator's threads before the next input
     report = {
         "settings": dataclasses.asdict(config),
         "machine": {

@@ -191,36 +191,49 @@ def prime(dataset: tf.data.Dataset) -> float:
     return time.perf_counter() - start
 
 
+def model_kind(config: TrainConfig) -> str:
+    """Which model ``config`` trains: plain, or with an augmentation layer first, and the
+    image size it is fed."""
+    augmenter = data_lib.model_augmenter(config)
+    name = augmenter.layer.name if augmenter is not None else "plain"
+    return f"{name} {input_shape(config)[0]}px"
+
+
+def measure_model(
+    config: TrainConfig,
+    strategy: tf.distribute.Strategy,
+    *,
+    jit_compile: bool | str,
+    steps: int,
+    warmup_steps: int,
+) -> tuple[keras.Model, dict[str, Any]]:
+    """Builds ``config``'s training model and times it on a synthetic on-device batch."""
+    logging.info("building the %s model and timing it on synthetic batches", model_kind(config))
+    fit_model, _ = build_models(config, strategy, jit_compile)
+    _build_step(fit_model, _plain_batch(config))
+    batch = synthetic_batch(config, strategy)
+    synthetic = time_steps(fit_model, lambda: batch, steps, warmup_steps)
+    synthetic["images_per_sec"] = steps * config.batch_size / synthetic["seconds"]
+    synthetic["jit_compile"] = bool(fit_model.jit_compile)
+    synthetic["trainable_weights"] = len(fit_model.trainable_weights)
+    synthetic["weights"] = len(fit_model.weights)
+    return fit_model, synthetic
+
+
 def measure_input(
     variant: InputVariant,
     config: TrainConfig,
     manifest: Manifest,
     strategy: tf.distribute.Strategy,
-    models: dict[str, tuple[keras.Model, dict]],
+    fit_model: keras.Model,
+    synthetic: dict[str, Any],
     *,
-    jit_compile: bool | str,
     steps: int,
     warmup_steps: int,
     host_batches: int,
     host_warmup: int,
 ) -> dict[str, Any]:
-    """Model rate (cached per model kind in ``models``), fed rate and host rates."""
-    augmenter = data_lib.model_augmenter(config)
-    kind = augmenter.layer.name if augmenter is not None else "plain"
-    kind = f"{kind} {input_shape(config)[0]}px"
-    if kind not in models:
-        logging.info("building the %s model and timing it on synthetic batches", kind)
-        fit_model, _ = build_models(config, strategy, jit_compile)
-        batch = synthetic_batch(config, strategy)
-        _build_step(fit_model, _plain_batch(config))
-        synthetic = time_steps(fit_model, lambda: batch, steps, warmup_steps)
-        synthetic["images_per_sec"] = steps * config.batch_size / synthetic["seconds"]
-        synthetic["jit_compile"] = bool(fit_model.jit_compile)
-        synthetic["trainable_weights"] = len(fit_model.trainable_weights)
-        synthetic["weights"] = len(fit_model.weights)
-        models[kind] = (fit_model, synthetic)
-    fit_model, synthetic = models[kind]
-
+    """The pipeline alone (1 thread, every core), then ``fit_model`` fed by it."""
     logging.info("%s: the pipeline alone, 1 thread and %d", variant.name, timing.cores())
     pipeline = data_lib.train_pipeline(config, manifest)
     first_pass = prime(pipeline) if config.input_mode == "decode_once" else None
@@ -228,6 +241,7 @@ def measure_input(
         host_rate(pipeline, threads, host_batches, host_warmup)
         for threads in sorted({1, timing.cores()})
     ]
+    del pipeline
 
     logging.info("%s: the model fed by it", variant.name)
     data = data_lib.make_data(config, manifest, strategy)
@@ -238,7 +252,7 @@ def measure_input(
     return {
         "name": variant.name,
         "description": variant.description,
-        "model": kind,
+        "model": model_kind(config),
         "model_images_per_sec": synthetic["images_per_sec"],
         "fed": fed,
         "host": hosts,

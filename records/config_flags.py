@@ -203,9 +203,12 @@ def run(
       errors: Exception types reported as a one-line error.
     """
     define_flags(config_cls, module_name)
+    # The name errors are reported under: the console script's, or under `python -m`
+    # (where __name__ is "__main__") the module's own.
+    spec = getattr(sys.modules[module_name], "__spec__", None)
     program = sys.argv[0].rsplit("/", 1)[-1]
-    if program in ("__main__.py", "-m") or program.endswith(".py"):
-        program = module_name.rsplit(".", 1)[-1]
+    if program.endswith(".py") or program == "-m":
+        program = (spec.name if spec else module_name).rsplit(".", 1)[-1]
 
     def absl_main(argv: list[str]) -> int:
         if len(argv) > 1:

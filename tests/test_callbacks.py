@@ -74,3 +74,13 @@ def test_input_wait_trains_exactly_as_without_it(steps_per_execution):
         np.testing.assert_allclose(before.numpy(), after.numpy(), rtol=1e-6)
     assert measured.train_function is inner  # put back at the end of fit
     assert len(wait.per_epoch) == 1 and 0 <= wait.per_epoch[0] <= 1
+
+
+def test_input_wait_share_reaches_tensorboard(tmp_path):
+    callbacks = [callbacks_lib.InputWait(), keras.callbacks.TensorBoard(str(tmp_path))]
+    _model().fit(_data(), epochs=2, steps_per_epoch=3, callbacks=callbacks, verbose=0)
+    tags = set()
+    for path in (tmp_path / "train").glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            tags.update(value.tag for value in event.summary.value)
+    assert "epoch_input_wait_share" in tags

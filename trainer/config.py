@@ -11,9 +11,8 @@ import dataclasses
 
 from pipeline import dataset, decode_once
 from records import config_flags
-from trainer import backbones
+from trainer import backbones, optimizers, precision, strategy
 from trainer import model as model_lib
-from trainer import optimizers, precision, strategy
 
 setting = config_flags.setting
 

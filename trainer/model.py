@@ -173,19 +173,32 @@ def build_base(config: ModelConfig) -> keras.Model:
             config.backbone,
             freeze_layers,
         )
+    # Read by _freeze, here and again when the fine-tune phase refreezes the base.
+    base.keep_batch_norm_frozen = weights_path is not None
     _freeze(base, freeze_layers)
     return base
 
 
 def _freeze(base: keras.Model, freeze_layers: int) -> None:
-    """Freezes the first ``freeze_layers`` layers of ``base``; the rest train."""
+    """Freezes the first ``freeze_layers`` layers of ``base``; the rest train.
+
+    A pretrained base also keeps every BatchNormalization layer frozen (the keras.io
+    fine-tuning advice): in Keras 3 a non-trainable BN layer runs in inference mode, with
+    the statistics it came with, while a trainable one would normalise with the current
+    batch and overwrite them. ``base(x, training=False)`` cannot do this in Keras 3: a
+    functional model passes its own ``training`` flag to nested layers, overriding the
+    one recorded in the graph (keras-team/keras#20285). A base trained from scratch
+    trains its BN layers like any other.
+    """
     if not 0 <= freeze_layers <= len(base.layers):
         raise ValueError(
             f"freeze_layers={freeze_layers} is outside 0..{len(base.layers)} "
             f"(the number of {base.name} layers)"
         )
+    keep_batch_norm_frozen = getattr(base, "keep_batch_norm_frozen", False)
     for index, layer in enumerate(base.layers):
-        layer.trainable = index >= freeze_layers
+        batch_norm = isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = index >= freeze_layers and not (keep_batch_norm_frozen and batch_norm)
 
 
 def base_model(model: keras.Model) -> keras.Model:
@@ -222,20 +235,12 @@ def build_model(config: ModelConfig) -> keras.Model:
     if config.pooling not in POOLINGS:
         raise ValueError(f"pooling={config.pooling!r}: expected one of {POOLINGS}")
     spec = backbones.get(config.backbone)
-    weights, _ = _weights_and_freeze(config)
     base = build_base(config)
     inputs = keras.Input(shape=(*config.image_size, 3), name="image")
     x = spec.preprocess(f"{config.backbone}_preprocess")(inputs)
-    if weights.lower() == "none":
-        # A base trained from scratch follows the model: its batch norm layers (small_cnn,
-        # MobileNetV2, ResNet50) must normalise with batch statistics and update their
-        # moving averages while training, or they never learn the data's statistics.
-        x = base(x)
-    else:
-        # Pretrained: training=False keeps the base in inference mode even while the head
-        # trains and after fine-tuning unfreezes it (the keras.io transfer-learning recipe),
-        # so its batch norm statistics are not overwritten by small, skewed batches.
-        x = base(x, training=False)
+    # No training=False here: Keras 3 would override it (see _freeze, which keeps a
+    # pretrained base's batch norm in inference mode by keeping it non-trainable).
+    x = base(x)
     if config.pooling == "avg":
         x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     else:

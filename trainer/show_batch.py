@@ -2,8 +2,9 @@
 
 Like fastai's ``show_batch``: a quick look that the labels match the pictures and that
 the augmentation leaves a recognisable cat or dog. The batch comes from the trainer's own
-input (``trainer.data.make_data``, the call ``train`` makes, with the same seeding), so
-with ``seed`` and ``deterministic`` set it is exactly the first batch ``train`` trains on.
+input code (``trainer.data.train_pipeline`` and, for augmentation on the accelerator,
+``trainer.data.model_augmenter``) with ``train``'s seeding, so with ``seed`` and
+``deterministic`` set it is exactly the first batch ``train`` fits on.
 """
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pipeline import dataset as dataset_lib
 from records.manifest import Manifest
 from trainer.config import TrainConfig
-from trainer.data import make_data
+from trainer.data import model_augmenter, train_pipeline
 
 # Each tile is TILE_INCHES square at DPI: 150 x 150 pixels, whatever the image size.
 TILE_INCHES = 1.5
@@ -46,25 +46,22 @@ class BatchPicture:
 def first_training_batch(config: TrainConfig, manifest: Manifest) -> tuple[np.ndarray, np.ndarray]:
     """The first batch ``train`` would fit on: (uint8 [B, H, W, 3] images, int [B] labels).
 
-    Seeded as ``fit.train`` seeds a run; with ``--augment=keras_cv_model`` the keras-cv
-    layers the trainer puts in front of the model are applied here, in training mode.
+    Seeded as ``fit.train`` seeds a run. Augmentation that ``train`` runs in the model
+    (``--augment=keras_cv_model``, decode-once crops on the accelerator) is applied here
+    too, in training mode, so the picture is what the network's first layer receives.
     """
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    data = make_data(config, manifest, tf.distribute.get_strategy())
-    images, labels = next(iter(data.train))
-    if config.augment in dataset_lib.MODEL_AUGMENTS:
-        from pipeline import keras_cv_augment
-
-        augmenter = keras_cv_augment.make_augmenter(
-            strength=config.augment_strength, seed=config.seed
-        )
-        images = keras_cv_augment.to_uint8(augmenter(images, training=True))
-    # The sigmoid head's labels are float [B, 1]; the picture wants class indices.
-    labels = np.asarray(labels).reshape(-1).astype(np.int64)
-    return np.asarray(images), labels
+    images, labels = next(iter(train_pipeline(config, manifest)))
+    augmenter = model_augmenter(config)
+    if augmenter is not None:
+        images = augmenter.layer(images, training=True)
+    images = np.asarray(images)
+    if images.dtype != np.uint8:
+        images = np.clip(np.round(images), 0, 255).astype(np.uint8)
+    return images, np.asarray(labels).astype(np.int64)
 
 
 def plot_batch(

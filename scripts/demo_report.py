@@ -1,0 +1,54 @@
+r"""Prints what `make demo` reached: val accuracy, where the curves are, and each prediction.
+
+python scripts/demo_report.py --model_dir=build/model --predictions=build/demo/predictions.csv
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+
+from records import config_flags
+
+setting = config_flags.setting
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ReportConfig:
+    model_dir: str = setting(help="The model directory train wrote.")
+    predictions: str = setting(help="predict's CSV for images named like cat.12.jpg.")
+
+    def __post_init__(self):
+        config_flags.check(self)
+
+
+def main(config: ReportConfig) -> int:
+    with open(os.path.join(config.model_dir, "metrics.json")) as f:
+        metrics = json.load(f)
+    settings = metrics["settings"]
+    print(
+        f"\n{settings['backbone']} after {metrics['epochs_completed']} epochs "
+        f"({metrics['train_images_per_sec']:.0f} train images/s): val accuracy "
+        f"{metrics['final_val_accuracy']:.3f} (best {metrics['best_val_accuracy']:.3f} at epoch "
+        f"{metrics['best_val_accuracy_epoch']}; chance is 0.5)"
+    )
+    print(f"curves: {os.path.join(config.model_dir, 'training_curves.png')}")
+    print(f"\n{'image':<16}{'true':<6}{'P(dog)':>7}  predicted")
+    correct = total = 0
+    with open(config.predictions) as f:
+        for row in csv.DictReader(f):
+            truth = row["id"].split(".")[0]
+            prob_dog = float(row["label"])
+            predicted = "dog" if prob_dog > 0.5 else "cat"
+            correct += predicted == truth
+            total += 1
+            mark = "ok" if predicted == truth else "WRONG"
+            print(f"{row['id'] + '.jpg':<16}{truth:<6}{prob_dog:>7.3f}  {predicted} {mark}")
+    print(f"{correct} of {total} right")
+    return 0
+
+
+if __name__ == "__main__":
+    config_flags.run(ReportConfig, main, __name__)
