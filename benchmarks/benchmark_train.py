@@ -27,7 +27,7 @@ from benchmarks import headroom, timing
 from benchmarks import report as report_lib
 from records import config_flags
 from records.manifest import Manifest
-from trainer import precision
+from trainer import optimizers, precision
 from trainer import strategy as strategy_lib
 from trainer.config import TrainConfig
 
@@ -58,7 +58,7 @@ class HeadroomConfig:
         "auto",
         "XLA: auto (what train does: Keras' choice, off on CPU-only hosts and under a "
         "tf.distribute strategy), on or off.",
-        choices=tuple(headroom.JIT_COMPILE),
+        choices=tuple(optimizers.JIT_COMPILE),
     )
     steps: int = setting(5, "Timed training steps per measurement.", minimum=1)
     warmup_steps: int = setting(2, "Untimed steps first (tracing, compilation).", minimum=0)
@@ -79,6 +79,7 @@ class HeadroomConfig:
             batch_size=self.batch_size,
             mixed_precision=self.mixed_precision,
             strategy=self.strategy,
+            jit_compile=self.jit_compile,
             tensorboard=False,
             seed=0,
             **settings,
@@ -113,7 +114,6 @@ def run_benchmark(config: HeadroomConfig) -> dict[str, Any]:
             models[kind] = headroom.measure_model(
                 train_config,
                 strategy,
-                jit_compile=headroom.JIT_COMPILE[config.jit_compile],
                 steps=config.steps,
                 warmup_steps=config.warmup_steps,
             )

@@ -34,8 +34,7 @@ from benchmarks import timing
 from pipeline import decode_once
 from records.manifest import Manifest
 from trainer import data as data_lib
-from trainer import model as model_lib
-from trainer import optimizers
+from trainer import fit
 from trainer.config import TrainConfig
 
 
@@ -71,36 +70,16 @@ _INPUTS: tuple[InputVariant, ...] = (
     ),
 )
 INPUTS: dict[str, InputVariant] = {variant.name: variant for variant in _INPUTS}
-JIT_COMPILE: dict[str, bool | str] = {"auto": "auto", "on": True, "off": False}
-
-
-def _compile(model: keras.Model, config: TrainConfig, jit_compile: bool | str) -> None:
-    # As trainer.fit compiles phase one (plus the XLA choice under test).
-    model.compile(
-        optimizer=optimizers.make_optimizer(
-            config.optimizer, config.learning_rate, config.momentum, config.lr_schedule, 1000
-        ),
-        loss=(
-            "sparse_categorical_crossentropy" if config.head == "softmax" else "binary_crossentropy"
-        ),
-        metrics=["accuracy"],
-        jit_compile=jit_compile,
-    )
 
 
 def build_models(
-    config: TrainConfig, strategy: tf.distribute.Strategy, jit_compile: bool | str
+    config: TrainConfig, strategy: tf.distribute.Strategy
 ) -> tuple[keras.Model, keras.Model]:
-    """(the model that trains, the inference model), built as ``trainer.fit`` builds them."""
+    """(the model that trains, the inference model), built and compiled as ``train`` does
+    for phase one (``config.jit_compile`` is the XLA choice under test)."""
+    fit_model, inference_model = fit.build_models(config, strategy)
     with strategy.scope():
-        inference_model = model_lib.build_model(config.model_config())
-        fit_model = inference_model
-        augmenter = data_lib.model_augmenter(config)
-        if augmenter is not None:
-            fit_model = model_lib.with_augmenter(
-                inference_model, augmenter.layer, augmenter.input_shape
-            )
-        _compile(fit_model, config, jit_compile)
+        fit.compile_model(fit_model, config, config.learning_rate, total_steps=1000)
     return fit_model, inference_model
 
 
@@ -203,13 +182,12 @@ def measure_model(
     config: TrainConfig,
     strategy: tf.distribute.Strategy,
     *,
-    jit_compile: bool | str,
     steps: int,
     warmup_steps: int,
 ) -> tuple[keras.Model, dict[str, Any]]:
     """Builds ``config``'s training model and times it on a synthetic on-device batch."""
     logging.info("building the %s model and timing it on synthetic batches", model_kind(config))
-    fit_model, _ = build_models(config, strategy, jit_compile)
+    fit_model, _ = build_models(config, strategy)
     _build_step(fit_model, _plain_batch(config))
     batch = synthetic_batch(config, strategy)
     synthetic = time_steps(fit_model, lambda: batch, steps, warmup_steps)

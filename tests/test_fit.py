@@ -49,6 +49,7 @@ def test_one_step_end_to_end_and_freezing(tiny_records, tmp_path):
     assert saved["epochs_completed"] == 1
     assert saved["final_val_accuracy"] in {n / 12 for n in range(13)}  # 12 val examples
     assert saved["settings"]["batch_size"] == 8
+    assert saved["records_settings"] == {"writer": "tests.conftest.write_records"}
     assert metrics["strategy"] == "OneDeviceStrategy"
 
     trained = model_lib.load_model(str(model_dir / "model.keras"))

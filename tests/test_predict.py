@@ -348,6 +348,17 @@ def test_record_settings_come_from_the_training_records(tmp_path, caplog):
     _metrics_beside(model_path, tmp_path / "gone")
     with pytest.raises(FileNotFoundError, match="pass --records_dir"):
         predict_lib.record_settings(str(model_path))
+    # Unless metrics.json carries the settings themselves, as train writes them now.
+    (model_path.parent / "metrics.json").write_text(
+        json.dumps(
+            {
+                "settings": {"records_dir": str(tmp_path / "gone")},
+                "records_settings": {"max_short_side": 64, "jpeg_quality": 80},
+            }
+        )
+    )
+    stored = predict_lib.record_settings(str(model_path))
+    assert (stored.max_short_side, stored.jpeg_quality) == (64, 80)
 
 
 def test_cli_uses_records_dir(tmp_path, capsys):

@@ -65,26 +65,33 @@ class _Run:
     best_epoch: int | None = None
 
 
+def compile_model(
+    model: keras.Model, config: TrainConfig, learning_rate: float, total_steps: int
+) -> None:
+    """Compiles ``model`` for one training phase: optimizer, schedule, loss, XLA."""
+    model.compile(
+        optimizer=optimizers.make_optimizer(
+            config.optimizer, learning_rate, config.momentum, config.lr_schedule, total_steps
+        ),
+        loss=(
+            "sparse_categorical_crossentropy" if config.head == "softmax" else "binary_crossentropy"
+        ),
+        metrics=["accuracy"],
+        jit_compile=optimizers.JIT_COMPILE[config.jit_compile],
+    )
+
+
 def _run_phase(run: _Run, phase: _Phase, append_history: bool) -> None:
     config = run.config
     if phase.freeze_layers is not None:
         model_lib.set_frozen_layers(run.inference_model, phase.freeze_layers)
     with run.strategy.scope():
         # Compiling is what makes a new trainable set take effect.
-        run.fit_model.compile(
-            optimizer=optimizers.make_optimizer(
-                config.optimizer,
-                phase.learning_rate,
-                config.momentum,
-                config.lr_schedule,
-                (phase.end_epoch - phase.initial_epoch) * run.data.steps_per_epoch,
-            ),
-            loss=(
-                "sparse_categorical_crossentropy"
-                if config.head == "softmax"
-                else "binary_crossentropy"
-            ),
-            metrics=["accuracy"],
+        compile_model(
+            run.fit_model,
+            config,
+            phase.learning_rate,
+            (phase.end_epoch - phase.initial_epoch) * run.data.steps_per_epoch,
         )
     logging.info(
         "%s: epochs %d..%d, learning rate %g, %d of %d weights trainable",
@@ -129,7 +136,9 @@ def _history_metrics(history_csv: str) -> dict:
         return {}
     best = history.loc[history["val_accuracy"].idxmax()]
     return {
-        "epochs_completed": int(history["epoch"].max()) + 1,
+        # Rows, not the last epoch number: phase two's numbering continues after
+        # phase one's planned epochs even when early stopping ended phase one sooner.
+        "epochs_completed": len(history),
         "final_train_accuracy": float(history["accuracy"].iloc[-1]),
         "final_train_loss": float(history["loss"].iloc[-1]),
         "final_val_accuracy": float(history["val_accuracy"].iloc[-1]),
@@ -144,7 +153,7 @@ def _history_metrics(history_csv: str) -> dict:
     }
 
 
-def _build_models(config: TrainConfig, strategy: tf.distribute.Strategy):
+def build_models(config: TrainConfig, strategy: tf.distribute.Strategy):
     """(the model that trains, the inference model that is saved); they share weights."""
     with strategy.scope():
         inference_model = model_lib.build_model(config.model_config())
@@ -193,7 +202,7 @@ def train(config: TrainConfig) -> dict:
     backup_dir = os.path.join(
         config.model_dir, callbacks_lib.BACKUP_SUBDIR if chief else f"backup_{label}"
     )
-    fit_model, inference_model = _build_models(config, strategy)
+    fit_model, inference_model = build_models(config, strategy)
     logging.info(
         "training %s: %d epochs x %d steps, global batch %d (%d per replica x %d replicas), "
         "policy %s",
@@ -257,6 +266,8 @@ def train(config: TrainConfig) -> dict:
         "train_images_per_sec_per_epoch": run.images_per_sec,
         **_history_metrics(history_csv),
         "settings": dataclasses.asdict(config),
+        # How the training images were stored: predict prepares its inputs the same way.
+        "records_settings": manifest.data.get("settings") or {},
     }
     if chief:
         with open(os.path.join(config.model_dir, METRICS_NAME), "w") as f:

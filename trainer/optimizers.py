@@ -5,6 +5,9 @@ from __future__ import annotations
 import keras
 
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam", "adamw", "rmsprop")
+# XLA for the training step, as Keras' compile(jit_compile=...) takes it. "auto" is Keras'
+# choice, which is off under any tf.distribute strategy (so always off in `train`).
+JIT_COMPILE: dict[str, bool | str] = {"auto": "auto", "on": True, "off": False}
 LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")
 
 

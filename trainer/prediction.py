@@ -77,9 +77,10 @@ def settings_from_manifest(manifest: Manifest) -> RecordSettings:
 def record_settings(model_path: str, records_dir: str | None = None) -> RecordSettings:
     """The settings of the records ``model_path`` was trained on.
 
-    From ``records_dir``'s manifest when given; else from the manifest of the
-    ``records_dir`` that ``train`` wrote into ``metrics.json`` beside the model; else
-    (a model without ``metrics.json``) ``make_records``' defaults, with a warning.
+    From ``records_dir``'s manifest when given; else from ``records_settings`` in the
+    ``metrics.json`` that ``train`` writes beside the model; else (older metrics) from the
+    manifest of the ``records_dir`` it names; else (a model without ``metrics.json``)
+    ``make_records``' defaults, with a warning.
 
     Raises:
       FileNotFoundError: ``records_dir`` (given, or named by ``metrics.json``) has no
@@ -101,9 +102,18 @@ def record_settings(model_path: str, records_dir: str | None = None) -> RecordSe
         return RecordSettings()
     try:
         with open(metrics_path, encoding="utf-8") as f:
-            trained_on = (json.load(f).get("settings") or {}).get("records_dir")
+            metrics = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{metrics_path} is not valid JSON ({e}); pass --records_dir") from e
+    stored = metrics.get("records_settings")
+    if stored:
+        # train records the settings themselves, so the records folder need not exist here.
+        return RecordSettings(
+            max_short_side=stored.get("max_short_side"),
+            jpeg_quality=int(stored.get("jpeg_quality", ConvertOptions.jpeg_quality)),
+            source=metrics_path,
+        )
+    trained_on = (metrics.get("settings") or {}).get("records_dir")
     if not trained_on:
         logging.warning("%s names no records_dir: using make_records' defaults", metrics_path)
         return RecordSettings()
