@@ -126,6 +126,12 @@ class TrainConfig:
         "Keras dtype policy; auto = fp16 on GPUs >= compute 7.0, bf16 on TPU, else float32.",
         choices=precision.POLICIES,
     )
+    jit_compile: str = setting(
+        "auto",
+        "XLA for the training step: on, off, or auto (Keras' choice: off under a tf.distribute "
+        "strategy, so off unless asked for).",
+        choices=tuple(optimizers.JIT_COMPILE),
+    )
     backup_freq: str = setting("epoch", "BackupAndRestore frequency: 'epoch' or a number of steps.")
     early_stopping_patience: int = setting(
         5, "Epochs without val_accuracy gain before stopping; 0 = off.", minimum=0
