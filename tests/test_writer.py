@@ -547,7 +547,10 @@ def test_two_processes_into_one_folder(tmp_path):
         ("image too large: 12000x8000 = 96000000 pixels (limit 65000000)", "image too large"),
         ("truncated JPEG (image file is truncated)", "truncated JPEG"),
         ("unreadable: [Errno 13] Permission denied: '/x'", "unreadable"),
-        ("label 'bird' is not a class name ['cat', 'dog'] or index", "label ... is not a class name"),
+        (
+            "label 'bird' is not a class name ['cat', 'dog'] or index",
+            "label ... is not a class name",
+        ),
     ],
 )
 def test_skip_reasons_group_by_kind_not_by_details(reason, kind):
