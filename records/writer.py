@@ -27,25 +27,19 @@ import collections
 import contextlib
 import dataclasses
 import json
-import multiprocessing
 import os
 import re
 import shutil
-import signal
-import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import tensorflow as tf
 from absl import logging
 
-from records import images, outdir, schema, sources
+from records import images, outdir, schema, sources, workers
 from records.convert_options import ConvertOptions
 from records.outdir import PLAN_NAME, TMP_SUFFIX, WORK_DIR
 from records.plan import Plan, make_plan, skip_entry
-
-_LOG_EVERY_S = 10.0
 
 # Part of this module's interface: make_records catches writer.OutputDirError.
 OutputDirError = outdir.OutputDirError
@@ -53,63 +47,6 @@ OutputDirError = outdir.OutputDirError
 
 class WriteError(OSError):
     """Writing into ``--output_dir`` failed (disk full, I/O error ...); rerunning resumes."""
-
-
-class _Progress:
-    """tqdm on a terminal; otherwise an absl log line every ``_LOG_EVERY_S`` seconds."""
-
-    def __init__(self, what: str, total: int, enabled: bool | None):
-        self._what, self._total, self._done = what, total, 0
-        self._start = self._last_log = time.monotonic()
-        enabled = sys.stderr.isatty() if enabled is None else enabled
-        self._bar = None
-        if enabled:
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total, desc=what, unit="img", dynamic_ncols=True)
-
-    def update(self, count: int = 1) -> None:
-        self._done += count
-        if self._bar is not None:
-            self._bar.update(count)
-            return
-        now = time.monotonic()
-        if now - self._last_log >= _LOG_EVERY_S:
-            self._last_log = now
-            logging.info(
-                "%s: %d/%d images (%.1f images/s)",
-                self._what,
-                self._done,
-                self._total,
-                self._done / max(now - self._start, 1e-9),
-            )
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-
-
-def _ignore_sigint() -> None:
-    # Ctrl-C goes to the whole process group; only the parent should handle it, so the
-    # workers don't each print a KeyboardInterrupt traceback.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-@contextlib.contextmanager
-def _mapper(num_workers: int) -> Iterator[Callable[[Callable, Iterable], Iterator]]:
-    """An ordered, lazy ``map``: a process pool, or the builtin for one worker."""
-    if num_workers == 1:
-        yield map
-        return
-    # fork where available: spawn would re-import the entry module (and TensorFlow) in
-    # every worker. Workers only run Pillow/hashlib code (records.images/sources).
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    with multiprocessing.get_context(method).Pool(num_workers, initializer=_ignore_sigint) as pool:
-
-        def pool_map(function, iterable):
-            return pool.imap(function, iterable, chunksize=8)
-
-        yield pool_map
 
 
 def _tasks(plan: Plan, pending: list[tuple[str, int]], options: ConvertOptions):
@@ -183,7 +120,7 @@ def _write_shards(
     """
     total = sum(len(plan.shards[split][index]) for split, index in pending)
     results = pool_map(images.prepare_source, _tasks(plan, pending, options))
-    bar = _Progress("writing", total, options.progress)
+    bar = workers.Progress("writing", total, options.progress)
     try:
         for split, index in pending:
             try:
@@ -321,12 +258,12 @@ def convert(options: ConvertOptions) -> ConversionResult:
     """
     start = time.monotonic()
     with contextlib.ExitStack() as stack:
-        pool_map = stack.enter_context(_mapper(options.num_workers))
+        pool_map = stack.enter_context(workers.mapper(options.num_workers))
         # Locked after the pool has forked its workers, so that only this process holds
         # the lock: it is released the moment this process ends, however it ends.
         outdir.lock_output_dir(options.output_dir, stack)
         plan = make_plan(
-            options, pool_map, lambda what, total: _Progress(what, total, options.progress)
+            options, pool_map, lambda what, total: workers.Progress(what, total, options.progress)
         )
         digest = plan.digest
         state = outdir.check_output_dir(options, plan, digest)

@@ -24,7 +24,7 @@ from PIL import Image
 
 from pipeline import dataset as dataset_lib
 from pipeline import decode
-from records import images, labels, sources, writer
+from records import images, labels, unlabelled, writer
 from records.manifest import Manifest
 from trainer import predict as predict_cli
 from trainer import prediction as predict_lib
@@ -144,7 +144,7 @@ def test_submission_rows_labels_and_sidecars(model_path, tmp_path, as_zip):
     (bad,) = _sidecar(output, "bad_images")
     assert bad["id"] == "5" and bad["reason"].startswith("not an image (no known image format")
     ignored = {entry["name"]: entry["reason"] for entry in _sidecar(output, "ignored")}
-    images_are = f"images are {', '.join(sources.IMAGE_EXTENSIONS)}"
+    images_are = f"images are {', '.join(unlabelled.IMAGE_EXTENSIONS)}"
     assert ignored == {
         "test1/.DS_Store": "hidden file",
         "test1/Thumbs.db": f"not an image file name (extension '.db'; {images_are})",
@@ -290,7 +290,7 @@ def test_predict_pixels_equal_validation_pixels(tmp_path, max_short_side):
     ]
     settings = predict_lib.settings_from_manifest(manifest)
     assert (settings.max_short_side, settings.jpeg_quality) == (max_short_side, 85)
-    items = sources.list_unlabelled(str(folder)).images
+    items = unlabelled.list_unlabelled(str(folder)).images
     bad = {}
     predicted = [
         image.numpy() for _, image in predict_lib.image_dataset(items, settings, IMAGE_SIZE, bad)

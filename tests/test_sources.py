@@ -9,7 +9,7 @@ import zipfile
 import pandas as pd
 import pytest
 
-from records import labels, sources, zips
+from records import labels, sources, unlabelled, zips
 from tests.conftest import make_jpeg_bytes, write_kaggle_folder
 
 CLASSES = ("cat", "dog")
@@ -182,13 +182,13 @@ def test_permission_denied_is_unreadable(tmp_path):
     assert status == "skip" and "Permission denied" in reason
 
 
-def test_iter_unlabelled_folder_and_zip_in_natural_order(tmp_path):
+def test_unlabelled_folder_and_zip_in_natural_order(tmp_path):
     folder = tmp_path / "test1"
     folder.mkdir()
     for number in (10, 2, 1):
         (folder / f"{number}.jpg").write_bytes(make_jpeg_bytes(seed=number))
     (folder / ".DS_Store").write_bytes(b"junk")
-    items = list(sources.iter_unlabelled(str(folder)))
+    items = unlabelled.list_unlabelled(str(folder)).images
     assert [i.name for i in items] == ["test1/1.jpg", "test1/2.jpg", "test1/10.jpg"]
     assert all(i.label is None for i in items)
     assert items[1].read() == (folder / "2.jpg").read_bytes()
@@ -198,20 +198,20 @@ def test_iter_unlabelled_folder_and_zip_in_natural_order(tmp_path):
         for number in (10, 2, 1):
             z.write(folder / f"{number}.jpg", f"test1/{number}.jpg")
         z.writestr("__MACOSX/test1/._1.jpg", b"junk")
-    zipped = list(sources.iter_unlabelled(str(archive)))
+    zipped = unlabelled.list_unlabelled(str(archive)).images
     assert [i.name for i in zipped] == [i.name for i in items]
     assert [i.read() for i in zipped] == [i.read() for i in items]
 
 
-def test_iter_unlabelled_errors_at_the_call(tmp_path):
+def test_unlabelled_listing_errors(tmp_path):
     with pytest.raises(sources.InputError, match="does not exist"):
-        sources.iter_unlabelled(str(tmp_path / "missing"))
+        unlabelled.list_unlabelled(str(tmp_path / "missing"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(sources.InputError, match="holds no image files"):
-        sources.iter_unlabelled(str(tmp_path / "empty"))
+        unlabelled.list_unlabelled(str(tmp_path / "empty"))
     (tmp_path / "t.csv").write_text("filename,label\na.jpg,cat\n")
     with pytest.raises(sources.InputError, match="is a table"):
-        sources.iter_unlabelled(str(tmp_path / "t.csv"))
+        unlabelled.list_unlabelled(str(tmp_path / "t.csv"))
 
 
 def _zip_with_repeated_name(path, first: bytes, second: bytes, name="train/cat.1.jpg"):
@@ -280,8 +280,12 @@ def test_folder_that_cannot_be_listed_is_an_input_with_its_reason(tmp_path, monk
         ("in/dogs/", True, "folder cannot be read: Permission denied"),
     ]
     assert (listing.folders_found, listing.folders_read, listing.folders_skipped) == (3, 2, 1)
-    # Unlabelled listing (predict) leaves the folder out, with a warning.
-    assert [i.name for i in sources.iter_unlabelled(str(root))] == ["in/cats/1.jpg"]
+    # Unlabelled listing (predict) lists the folder as ignored, with its reason.
+    listed = unlabelled.list_unlabelled(str(root))
+    assert [i.name for i in listed.images] == ["in/cats/1.jpg"]
+    assert [(i.name, reason) for i, reason in listed.ignored] == [
+        ("in/dogs/", "folder cannot be read: Permission denied")
+    ]
     # The input folder itself unreadable: nothing to list, an input error.
     monkeypatch.setattr(
         os, "scandir", lambda path: (_ for _ in ()).throw(PermissionError(13, "no"))
@@ -301,8 +305,8 @@ def test_zip_entries_with_the_same_name_are_each_read(tmp_path):
     ]
     assert [i.read() for i in items] == [first, second]
     assert items[0].location == f"{archive}:train/cat.1.jpg (entry 1 of 2)"
-    unlabelled = list(sources.iter_unlabelled(str(archive)))
-    assert [i.read() for i in unlabelled] == [first, second]
+    entries = unlabelled.list_unlabelled(str(archive)).images
+    assert [i.read() for i in entries] == [first, second]
 
 
 def test_zip_member_over_the_size_cap_is_not_read(tmp_path, monkeypatch):

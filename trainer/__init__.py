@@ -1,4 +1,4 @@
-"""trainer: batches -> a fine-tuned, partially frozen VGG16 (train, evaluate, predict)."""
+"""trainer: batches -> a model (train, evaluate, predict, preview): VGG16 fine-tuning by default."""
 
 import os as _os
 

@@ -2,7 +2,7 @@
 
 The CSV is `id,label` (id = the file name's stem, sorted numerically; label = P(dog)).
 
-Which files: images by name, as ``records.sources.list_unlabelled`` selects them (image
+Which files: images by name, as ``records.unlabelled.list_unlabelled`` selects them (image
 extensions, case-insensitive; hidden files, ``__MACOSX`` and archives left out). Every
 other file (``Thumbs.db``, ``notes.txt``) is no row of the CSV: it is listed with the
 reason in ``<output stem>.ignored.json``.
@@ -43,7 +43,7 @@ from absl import logging
 
 from pipeline import decode
 from records import images as images_lib
-from records import sources
+from records import sources, unlabelled
 from records.convert_options import ConvertOptions
 from records.manifest import Manifest
 from trainer import model as model_lib
@@ -269,7 +269,7 @@ def predict(
     """
     if not os.path.exists(input_path):
         raise FileNotFoundError(f"--input={input_path}: no such folder or zip")
-    listing = sources.list_unlabelled(input_path)  # InputError is a ValueError
+    listing = unlabelled.list_unlabelled(input_path)  # InputError is a ValueError
     items = listing.images
     model = model_lib.load_model(model_path)
     settings = record_settings(model_path, records_dir)

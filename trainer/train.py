@@ -1,6 +1,7 @@
-r"""Fine-tunes the partially frozen VGG16 on a records directory.
+r"""Trains a classifier on a records directory: the partially frozen VGG16 by default.
 
   train --records_dir=build/records --model_dir=build/model --epochs=10
+  train --records_dir=build/records --model_dir=build/model --backbone=small_cnn   # CPU-sized
   train --flagfile=my_run.flags               # flags from a file, one per line
 
 A run killed part-way resumes when the same command is run again (model_dir/backup).
