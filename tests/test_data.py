@@ -94,3 +94,31 @@ def test_train_stops_when_decode_once_would_not_fit(tiny_records, tmp_path):
     assert len(error) == 1
     assert "24 images at 36x36x3" in error[0] and "--input_mode=stream" in error[0]
     assert not pathlib.Path(tmp_path / "model" / "metrics.json").exists()
+
+
+def test_one_replica_validates_on_every_example_once_per_epoch(tiny_records, tmp_path):
+    # 12 val examples in batches of 5: 3 steps (the last one partial) make exactly one pass,
+    # and the next epoch's 3 steps make the same pass again (no warning, no running dry).
+    import tensorflow as tf
+
+    from records.manifest import Manifest
+
+    config = TrainConfig(
+        records_dir=str(tiny_records), model_dir=str(tmp_path / "m"), **{**TINY, "batch_size": 5}
+    )
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    data = data_lib.make_data(config, Manifest.load(str(tiny_records)), strategy)
+    assert data.validation_steps == 3
+    iterator = iter(data.val)
+    epochs = []
+    for _ in range(2):
+        batches = [next(iterator) for _ in range(data.validation_steps)]
+        epochs.append(
+            [
+                image.tobytes()
+                for images, _ in batches
+                for image in strategy.experimental_local_results(images)[0].numpy()
+            ]
+        )
+    assert len(epochs[0]) == 12 and len(set(epochs[0])) == 12
+    assert epochs[1] == epochs[0]

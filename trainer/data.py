@@ -4,6 +4,7 @@ augmentation layer the model runs first when augmentation happens on the acceler
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import keras
 import tensorflow as tf
@@ -105,6 +106,11 @@ def make_data(
             validation_steps * config.batch_size,
             num_val,
         )
+    elif validation_steps is None:
+        # One replica: exactly one pass over val (the last batch is partial). Keras cannot
+        # know that length (the sharded reader has no known cardinality) and would find the
+        # end by running out of data, with a misleading "input ran out of data" warning.
+        validation_steps = math.ceil(num_val / config.batch_size)
 
     def train_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
         # The pipeline yields one pass; Keras counts epochs with steps_per_epoch.
@@ -121,7 +127,10 @@ def make_data(
         )
         ds = _labels_for_head(ds, config.head)
         if replicas == 1:
-            return ds
+            # Keras keeps one val iterator across epochs when validation_steps is set, so
+            # the pass repeats; validation_steps = ceil(val / batch) is then exactly one
+            # pass per epoch, every example once.
+            return ds.repeat()
         # Keras 3 cannot evaluate a step where replicas get batches of different sizes
         # (an empty or partial last batch fails in AddN), so with several replicas val is
         # re-batched into full batches and run for a fixed number of steps.
