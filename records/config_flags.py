@@ -208,7 +208,7 @@ def run(
     spec = getattr(sys.modules[module_name], "__spec__", None)
     program = sys.argv[0].rsplit("/", 1)[-1]
     if program.endswith(".py") or program == "-m":
-        program = (spec.name if spec else module_name).rsplit(".", 1)[-1]
+        program = spec.name.rsplit(".", 1)[-1] if spec else program.removesuffix(".py")
 
     def absl_main(argv: list[str]) -> int:
         if len(argv) > 1:

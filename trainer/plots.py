@@ -7,6 +7,7 @@ import matplotlib
 matplotlib.use("Agg")  # No display on servers; must be set before pyplot is imported.
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def plot_history(history_csv: str, output_png: str) -> str:
@@ -26,6 +27,7 @@ def plot_history(history_csv: str, output_png: str) -> str:
             if column in history:
                 ax.plot(epochs, history[column], style, label=prefix.rstrip("_") or "train")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(metric)
         ax.grid(alpha=0.3)
         ax.legend()
