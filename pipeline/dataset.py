@@ -50,12 +50,7 @@ def _decode_batch_fn(image_size: tuple[int, int], max_ratio: int) -> BatchFn:
 
     def decode_batch(encoded, heights, widths, seed):
         del seed  # Deterministic.
-        return tf.map_fn(
-            lambda args: decode.decode_and_resize(args[0], image_size, args[1], args[2], max_ratio),
-            (encoded, heights, widths),
-            fn_output_signature=tf.TensorSpec([*image_size, 3], tf.uint8),
-            parallel_iterations=1,
-        )
+        return decode.decode_and_resize_batch(encoded, heights, widths, image_size, max_ratio)
 
     return decode_batch
 
@@ -87,13 +82,13 @@ def batch_fn(
     return plain  # "none", and "keras_cv_model" (the model augments)
 
 
-def _seeds(seed: int | None) -> tf.data.Dataset:
+def batch_seeds(seed: int | None) -> tf.data.Dataset:
     # One stateless seed per batch, drawn in stream order: reproducible with a seed and
     # deterministic order, and different every epoch thanks to rerandomize_each_iteration.
     return tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 
 
-def _options(deterministic: bool) -> tf.data.Options:
+def options(deterministic: bool) -> tf.data.Options:
     options = tf.data.Options()
     options.deterministic = deterministic
     # Let tf.data's autotuner size the parallelism and buffers (the AUTOTUNE knobs).
@@ -199,7 +194,7 @@ def train_dataset(
     examples = examples.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     # drop_remainder: static batch shapes for XLA / TPU and equal per-replica batches.
     batches = tf.data.Dataset.zip(
-        examples.batch(per_replica_batch, drop_remainder=True), _seeds(seed)
+        examples.batch(per_replica_batch, drop_remainder=True), batch_seeds(seed)
     ).map(
         lambda batch, batch_seed: (to_images(*batch[:3], batch_seed), batch[3]),
         num_parallel_calls=tf.data.AUTOTUNE,
@@ -213,7 +208,7 @@ def train_dataset(
             )
         )
     # Prefetch once, last: overlaps producing batch n+1 with the consumer's step n.
-    return batches.with_options(_options(deterministic)).prefetch(tf.data.AUTOTUNE)
+    return batches.with_options(options(deterministic)).prefetch(tf.data.AUTOTUNE)
 
 
 def eval_dataset(
@@ -266,4 +261,4 @@ def eval_dataset(
         ),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
-    return batches.with_options(_options(True)).prefetch(tf.data.AUTOTUNE)
+    return batches.with_options(options(True)).prefetch(tf.data.AUTOTUNE)

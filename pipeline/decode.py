@@ -158,3 +158,24 @@ def decode_and_resize(
     else:
         image = _decode_with_ratio(encoded, tf.constant(0), 1)
     return resize_to_uint8(image, target_height, target_width)
+
+
+def decode_and_resize_batch(
+    encoded: tf.Tensor,
+    heights: tf.Tensor,
+    widths: tf.Tensor,
+    image_size: int | Sequence[int],
+    max_ratio: int = 8,
+) -> tf.Tensor:
+    """``decode_and_resize`` over a batch of encoded JPEGs: uint8 [B, H, W, 3].
+
+    One ``tf.map_fn`` per batch, so tf.data's per-element overhead is paid per batch.
+    """
+    image_size = size_pair(image_size)
+    return tf.map_fn(
+        lambda args: decode_and_resize(args[0], image_size, args[1], args[2], max_ratio),
+        (encoded, heights, widths),
+        fn_output_signature=tf.TensorSpec([*image_size, 3], tf.uint8),
+        # Sequential within a batch: batches already run in parallel across cores.
+        parallel_iterations=1,
+    )

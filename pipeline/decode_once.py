@@ -35,7 +35,7 @@ from collections.abc import Sequence
 import tensorflow as tf
 from absl import logging
 
-from pipeline import crop_augment, decode, shards
+from pipeline import crop_augment, dataset, decode, shards
 from records.manifest import Manifest
 
 INPUT_MODES: tuple[str, ...] = ("stream", "decode_once")
@@ -123,21 +123,6 @@ def check_fits(
     return needed
 
 
-def _decode_whole(side: int, max_ratio: int):
-    def decode_batch(encoded, heights, widths, labels):
-        images = tf.map_fn(
-            lambda args: decode.decode_and_resize(
-                args[0], (side, side), args[1], args[2], max_ratio
-            ),
-            (encoded, heights, widths),
-            fn_output_signature=tf.TensorSpec([side, side, 3], tf.uint8),
-            parallel_iterations=1,
-        )
-        return images, labels
-
-    return decode_batch
-
-
 def train_dataset(
     manifest: Manifest,
     batch_size: int,
@@ -196,7 +181,13 @@ def train_dataset(
     max_ratio = decode.max_useful_ratio(manifest.max_short_side, (side, side))
     images = (
         examples.batch(_DECODE_BATCH)
-        .map(_decode_whole(side, max_ratio), num_parallel_calls=tf.data.AUTOTUNE)
+        .map(
+            lambda encoded, heights, widths, labels: (
+                decode.decode_and_resize_batch(encoded, heights, widths, side, max_ratio),
+                labels,
+            ),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
         .unbatch()
         # Single images, so the whole split can be reshuffled each epoch; the shuffle
         # buffer refers to the cached tensors, it does not copy them.
@@ -205,8 +196,7 @@ def train_dataset(
         .batch(per_replica_batch, drop_remainder=True)
     )
     if augment and placement == "host":
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        images = tf.data.Dataset.zip(images, seeds).map(
+        images = tf.data.Dataset.zip(images, dataset.batch_seeds(seed)).map(
             lambda batch, batch_seed: (
                 crop_augment.augment_batch(batch[0], batch_seed, image_size, augment_strength),
                 batch[1],
@@ -214,6 +204,4 @@ def train_dataset(
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=deterministic,
         )
-    options = tf.data.Options()
-    options.deterministic = deterministic
-    return images.with_options(options).prefetch(tf.data.AUTOTUNE)
+    return images.with_options(dataset.options(deterministic)).prefetch(tf.data.AUTOTUNE)

@@ -22,6 +22,18 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SAMPLE_DIR = REPO_ROOT.parent / "shared" / "data" / "dogs-vs-cats" / "train"
 
 
+# TrainConfig settings for a real training run on tiny records in a few seconds.
+TINY_TRAIN_SETTINGS = dict(
+    image_size=32,
+    dense_units=8,
+    weights="none",
+    batch_size=8,
+    learning_rate=1e-2,
+    seed=3,
+    tensorboard=False,
+)
+
+
 def subprocess_env(**extra: str) -> dict[str, str]:
     """Environment for running the project's commands in a child process (`python -m ...`)."""
     return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO_ROOT), **extra}

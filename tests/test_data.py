@@ -8,24 +8,14 @@ import subprocess
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, subprocess_env, train_command
+from conftest import REPO_ROOT, TINY_TRAIN_SETTINGS, subprocess_env, train_command
 
 from trainer import data as data_lib
 from trainer import fit
 from trainer import model as model_lib
 from trainer.config import TrainConfig
 
-TINY = dict(
-    image_size=32,
-    dense_units=8,
-    weights="none",
-    batch_size=8,
-    learning_rate=1e-2,
-    seed=3,
-    tensorboard=False,
-    epochs=2,
-    steps_per_epoch=3,
-)
+TINY = {**TINY_TRAIN_SETTINGS, "epochs": 2, "steps_per_epoch": 3}
 
 
 @pytest.mark.parametrize("placement", ["host", "accelerator"])

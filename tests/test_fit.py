@@ -9,20 +9,13 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TINY_TRAIN_SETTINGS
 
 from trainer import fit
 from trainer import model as model_lib
 from trainer.config import TrainConfig
 
-TINY = dict(
-    image_size=32,
-    dense_units=8,
-    weights="none",
-    batch_size=8,
-    learning_rate=1e-2,
-    seed=3,
-    tensorboard=False,
-)
+TINY = TINY_TRAIN_SETTINGS
 
 
 def test_one_step_end_to_end_and_freezing(tiny_records, tmp_path):
