@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import pathlib
+import socket
 import sys
 
 import numpy as np
@@ -32,6 +33,18 @@ TINY_TRAIN_SETTINGS = dict(
     seed=3,
     tensorboard=False,
 )
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free TCP ports on 127.0.0.1 (all held open until all are chosen)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import pathlib
-import socket
 import subprocess
 
 import keras
 import numpy as np
 import pandas as pd
-from conftest import make_jpeg_bytes, subprocess_env, train_command, write_records
+from conftest import free_ports, make_jpeg_bytes, subprocess_env, train_command, write_records
 
 from records import schema
 from trainer import callbacks as callbacks_lib
@@ -105,17 +104,6 @@ def test_mirrored_two_cpus_matches_one_device(tmp_path):
     assert compared == 10  # block5 (3 convs) + dense + predictions, kernel and bias each.
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 def test_multi_worker_two_processes_train_and_log_like_one_process(tmp_path):
     # 32 train / 16 val examples in 2 shards each, global batch 8 = 4 per worker: each
     # worker reads one shard (pipeline.shards splits the files), and with 4 steps an
@@ -133,7 +121,7 @@ def test_multi_worker_two_processes_train_and_log_like_one_process(tmp_path):
     # workers would double them).
     records_dir = _records(tmp_path, num_train=32, num_val=16)
     flags = ["--batch_size=8", "--epochs=2", "--steps_per_epoch=4", "--learning_rate=1e-7"]
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
     model_dir = tmp_path / "model"
     processes = []
     try:

@@ -10,14 +10,20 @@ import contextlib
 import json
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import pandas as pd
 import pytest
-from conftest import REPO_ROOT, make_jpeg_bytes, subprocess_env, train_command, write_records
+from conftest import (
+    REPO_ROOT,
+    free_ports,
+    make_jpeg_bytes,
+    subprocess_env,
+    train_command,
+    write_records,
+)
 
 from pipeline import service
 from records import schema
@@ -30,12 +36,6 @@ SMALL = [
     "--notensorboard",
     "--early_stopping_patience=0",
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class _Cluster:
@@ -80,14 +80,13 @@ class _Cluster:
 def _cluster(tmp_path, worker_timeout_ms: int):
     cluster = _Cluster(tmp_path)
     try:
-        dispatcher_port = _free_port()
+        dispatcher_port, *worker_ports = free_ports(3)
         cluster.start(
             "dispatcher",
             "--role=dispatcher",
             f"--port={dispatcher_port}",
             f"--worker_timeout_ms={worker_timeout_ms}",
         )
-        worker_ports = [_free_port(), _free_port()]
         for index, port in enumerate(worker_ports):
             cluster.start(f"worker{index}", *_worker_flags(dispatcher_port, port))
         yield cluster, dispatcher_port, worker_ports
