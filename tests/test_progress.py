@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import os
 import re
+import sys
+import threading
 
 import keras
 import numpy as np
@@ -69,3 +71,33 @@ def test_bar_mode_draws_a_bar_with_images_per_second_then_the_epoch_line():
     assert "/12 [" in output  # 3 steps x 4 images
     lines = [line.split("\r")[-1] for line in output.split("\n") if line.split("\r")[-1]]
     assert [line.split(" - ")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
+
+
+def test_bar_shows_on_a_terminal_that_reports_no_size(monkeypatch):
+    # A fresh pseudo-terminal reports 0 x 0, as under `docker -t` or `script`; tqdm's own
+    # size query then hid the bar completely.
+    primary, secondary = os.openpty()
+    received = []
+
+    def drain():  # Read while the fit writes, so a full terminal buffer never blocks it.
+        while True:
+            try:
+                data = os.read(primary, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            received.append(data)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    with open(secondary, "w", encoding="utf-8") as terminal:
+        monkeypatch.setattr(sys, "stdout", terminal)
+        assert progress.progress_mode(sys.stdout) == progress.BAR
+        _fit(progress.progress_mode(sys.stdout), None, epochs=2)
+        terminal.flush()
+    reader.join(timeout=30)
+    os.close(primary)
+    output = b"".join(received).decode("utf-8", "replace")
+    assert "img/s" in output and "/12 [" in output
+    assert output.count("epoch 2/2 - ") == 1

@@ -13,6 +13,7 @@ thousands of lines. So ``fit`` runs with ``verbose=0`` and ``EpochProgress`` pri
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from typing import TextIO
@@ -72,19 +73,25 @@ class EpochProgress(keras.callbacks.Callback):
         self._start = time.perf_counter()
         if self.mode == BAR:
             steps = self.params.get("steps")
+            # Not tqdm's own size query: a pseudo-terminal that reports 0 x 0 (docker -t,
+            # script) gets no bar from it at all (its rows become -1, which hides every
+            # bar); shutil falls back to $COLUMNS/$LINES or 80 x 24. Read per epoch, so a
+            # resized window is followed.
+            size = shutil.get_terminal_size()
             self._bar = tqdm(
                 total=steps * self.global_batch_size if steps else None,
                 desc=f"epoch {epoch + 1}/{self.params.get('epochs')}",
                 unit="img",
                 file=self.stream,
                 leave=False,  # The epoch line replaces it.
-                dynamic_ncols=True,
+                ncols=size.columns,
+                nrows=size.lines,
             )
 
     def on_train_batch_end(self, batch, logs=None):
         if self._bar is not None:
             self._bar.update(self.global_batch_size)
-            shown = {k: f"{float(v):.4f}" for k, v in (logs or {}).items() if k in _BAR_KEYS}
+            shown = {k: f"{float(v):.3f}" for k, v in (logs or {}).items() if k in _BAR_KEYS}
             self._bar.set_postfix(shown, refresh=False)
 
     def on_test_begin(self, logs=None):
