@@ -192,8 +192,7 @@ def evaluate(
     Raises:
       FileNotFoundError, ValueError: Missing model or records, unknown split or tta.
     """
-    if tta not in tta_lib.TTA_MODES:
-        raise ValueError(f"tta={tta!r}: expected one of {', '.join(tta_lib.TTA_MODES)}")
+    tta_lib.check_mode(tta)  # Before the slow model load.
     manifest = Manifest.load(records_dir)
     manifest.split(split)  # A clear error for an unknown split, before loading the model.
     model = model_lib.load_model(model_path)
@@ -203,11 +202,11 @@ def evaluate(
     )
     all_labels, all_probabilities = [], []
     mistakes = Mistakes.empty((*image_size, 3))
+    seen = 0
     start = time.perf_counter()
     for images, labels, filenames in data:
         probabilities = tta_lib.predict_batch(model, images, tta)
         labels = labels.numpy()
-        offset = sum(len(batch) for batch in all_labels)
         all_probabilities.append(probabilities)
         all_labels.append(labels)
         # Keep only the running top N (with their images): memory stays at N images
@@ -218,10 +217,11 @@ def evaluate(
                 labels,
                 model_lib.prob_dog(probabilities),
                 [display_filename(raw) for raw in filenames.numpy()],
-                offset + np.arange(len(labels)),
+                seen + np.arange(len(labels)),
             ),
             num_mistakes,
         )
+        seen += len(labels)
     seconds = time.perf_counter() - start
     labels = np.concatenate(all_labels)
     metrics = classification_metrics(labels, np.concatenate(all_probabilities))

@@ -269,8 +269,7 @@ def predict(
       FileNotFoundError: Missing model, input, or training records' manifest.
       ValueError: No images in the input, not a loadable model, or an unknown ``tta``.
     """
-    if tta not in tta_lib.TTA_MODES:
-        raise ValueError(f"tta={tta!r}: expected one of {', '.join(tta_lib.TTA_MODES)}")
+    tta_lib.check_mode(tta)  # Before the slow model load.
     if not os.path.exists(input_path):
         raise FileNotFoundError(f"--input={input_path}: no such folder or zip")
     listing = unlabelled.list_unlabelled(input_path)  # InputError is a ValueError

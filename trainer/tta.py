@@ -14,6 +14,12 @@ import numpy as np
 TTA_MODES: tuple[str, ...] = ("none", "flip")
 
 
+def check_mode(tta: str) -> None:
+    """Raises ``ValueError`` naming the choices unless ``tta`` is one of ``TTA_MODES``."""
+    if tta not in TTA_MODES:
+        raise ValueError(f"tta={tta!r}: expected one of {', '.join(TTA_MODES)}")
+
+
 def predict_batch(model, images, tta: str = "none") -> np.ndarray:
     """The model's class probabilities for one batch, with test-time augmentation ``tta``.
 
@@ -29,8 +35,7 @@ def predict_batch(model, images, tta: str = "none") -> np.ndarray:
     Raises:
       ValueError: For an unknown ``tta``.
     """
-    if tta not in TTA_MODES:
-        raise ValueError(f"tta={tta!r}: expected one of {', '.join(TTA_MODES)}")
+    check_mode(tta)
     if tta == "none":
         return np.asarray(model.predict_on_batch(images))
     images = np.asarray(images)
