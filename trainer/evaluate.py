@@ -45,7 +45,7 @@ class EvaluateConfig:
         choices=tta_lib.TTA_MODES,
     )
     num_mistakes: int = setting(
-        16, "Most confident mistakes to show in <prefix>_mistakes.png.", minimum=0
+        16, "Most confident mistakes to show in <prefix>_mistakes.png (0: no picture).", minimum=0
     )
 
     def __post_init__(self):
@@ -87,18 +87,22 @@ def main(config: EvaluateConfig) -> int:
         prefix + "_confusion.png",
         f"{where}: accuracy {metrics['accuracy']:.3f}",
     )
-    mistakes_png = plots.plot_mistakes(
-        mistakes.images,
-        mistakes.filenames,
-        mistakes.labels,
-        mistakes.prob_dog,
-        names,
-        prefix + "_mistakes.png",
-        f"{where}: the {len(mistakes.labels)} most confident mistakes (highest loss first)",
-    )
+    pictures = [confusion_png]
     print(report, end="")
-    print(f"confusion matrix: {confusion_png}\nmost confident mistakes: {mistakes_png}")
-    logging.info("wrote %s.json, %s.txt, %s and %s", prefix, prefix, confusion_png, mistakes_png)
+    print(f"confusion matrix: {confusion_png}")
+    if config.num_mistakes:
+        mistakes_png = plots.plot_mistakes(
+            mistakes.images,
+            mistakes.filenames,
+            mistakes.labels,
+            mistakes.prob_dog,
+            names,
+            prefix + "_mistakes.png",
+            f"{where}: the {len(mistakes.labels)} most confident mistakes (highest loss first)",
+        )
+        pictures.append(mistakes_png)
+        print(f"most confident mistakes: {mistakes_png}")
+    logging.info("wrote %s.json, %s.txt and %s", prefix, prefix, " and ".join(pictures))
     return 0
 
 

@@ -1,8 +1,9 @@
 """What ``train`` prints while it fits: a live bar on a terminal, one line per epoch elsewhere.
 
-Keras' ``verbose=2`` prints nothing until an epoch ends (two minutes on a CPU), and
-``verbose=1`` redraws its bar with carriage returns, which in a log file or CI becomes
-thousands of lines. So ``fit`` runs with ``verbose=0`` and ``EpochProgress`` prints:
+Keras' ``verbose=2`` prints nothing until an epoch ends (two minutes on a CPU) and then
+two lines; ``verbose=1`` shows no images/s, and off a terminal (a log file, CI) it prints
+a new line at every update, every 0.05 s. So ``fit`` runs with ``verbose=0`` and
+``EpochProgress`` prints:
 
 * on a terminal (``progress_mode`` says ``"bar"``), a tqdm bar within each epoch,
   counting images, with the images/s rate and the running loss and accuracy;
