@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import shutil
+import sys
 import tempfile
 
 import keras
@@ -23,7 +24,7 @@ from records.manifest import Manifest
 from trainer import callbacks as callbacks_lib
 from trainer import features as features_lib
 from trainer import model as model_lib
-from trainer import optimizers, plots, precision, resume
+from trainer import optimizers, plots, precision, progress, resume
 from trainer import strategy as strategy_lib
 from trainer.config import TrainConfig
 from trainer.data import TrainData, make_data, model_augmenter
@@ -113,6 +114,7 @@ def _run_phase(run: _Run, phase: _Phase, append_history: bool) -> None:
         early_stopping_patience=config.early_stopping_patience,
         append_history=append_history,
         tensorboard=config.tensorboard,
+        progress_mode=progress.progress_mode(sys.stdout),
     )
     # A resumed phase then puts its backup's best in place (resume.BackupAndRestore).
     best.best, best.best_epoch = run.best, run.best_epoch
@@ -125,7 +127,9 @@ def _run_phase(run: _Run, phase: _Phase, append_history: bool) -> None:
             validation_data=run.data.val,
             validation_steps=run.data.validation_steps,
             callbacks=callbacks,
-            verbose=2,
+            # callbacks_lib's EpochProgress prints instead: a bar within the epoch on a
+            # terminal, exactly one line per epoch elsewhere (trainer/progress.py).
+            verbose=0,
         )
     run.images_per_sec.extend(throughput.per_epoch)
     run.best, run.best_epoch = best.best, best.best_epoch
