@@ -77,8 +77,6 @@ class Backbone:
       freeze_layers: Phase one's default: base layers (counting its input) kept frozen.
       fine_tune_freeze_layers: The fine-tune phase's default.
       imagenet_weights: image size -> its ImageNet notop file; None: no pretrained weights.
-      cpu_jit_compile: What ``--jit_compile=auto`` means on a CPU: XLA on or off, whichever
-        trained this backbone faster on 2 cores (BUILD_NOTES, "XLA on a CPU").
     """
 
     name: str
@@ -87,7 +85,6 @@ class Backbone:
     freeze_layers: int
     fine_tune_freeze_layers: int
     imagenet_weights: Callable[[tuple[int, int]], ImageNetWeights] | None = None
-    cpu_jit_compile: bool = False
 
 
 def _small_cnn(input_shape: tuple[int, int, int]) -> keras.Model:
@@ -178,7 +175,6 @@ BACKBONES: dict[str, Backbone] = {
             lambda name: keras.layers.Rescaling(1 / 255, name=name),
             freeze_layers=0,
             fine_tune_freeze_layers=0,
-            cpu_jit_compile=True,
         ),
         Backbone(
             "efficientnet_lite0",

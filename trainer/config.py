@@ -132,9 +132,9 @@ class TrainConfig:
     )
     jit_compile: str = setting(
         "auto",
-        "XLA for the training step: on, off, or auto (on a CPU: the backbone's measured "
-        "faster choice, on for small_cnn, off for the others; with a GPU/TPU: Keras' "
-        "choice, off under a tf.distribute strategy).",
+        "XLA for the training step: on, off, or auto (Keras' choice: off under a tf.distribute "
+        "strategy, so off unless asked for; on 2 CPU cores off trained every measured "
+        "backbone faster, see BUILD_NOTES).",
         choices=tuple(optimizers.JIT_COMPILE),
     )
     backup_freq: str = setting("epoch", "BackupAndRestore frequency: 'epoch' or a number of steps.")

@@ -79,7 +79,7 @@ def compile_model(
             "sparse_categorical_crossentropy" if config.head == "softmax" else "binary_crossentropy"
         ),
         metrics=["accuracy"],
-        jit_compile=optimizers.jit_compile(config.jit_compile, config.backbone),
+        jit_compile=optimizers.JIT_COMPILE[config.jit_compile],
     )
 
 
