@@ -24,6 +24,8 @@ from trainer import model as model_lib
 setting = config_flags.setting
 
 # The pretrained base the audit is meant for; other backbones work the same way.
+# Below this out-of-fold accuracy the flags say more about the head than about the labels.
+WEAK_HEAD_ACCURACY = 0.9
 DEFAULT_BACKBONE = "efficientnet_lite0" if "efficientnet_lite0" in backbones.NAMES else "vgg16"
 
 
@@ -73,6 +75,14 @@ def main(config: AuditConfig) -> int:
         f"{result.num_flagged} of {result.num_images} images flagged as likely mislabelled "
         f"(out-of-fold accuracy of the head {result.out_of_fold_accuracy:.4f})"
     )
+    if result.out_of_fold_accuracy < WEAK_HEAD_ACCURACY:
+        # Confident learning trusts the head: a weak one flags its own mistakes by the
+        # thousand (a random-weight base flagged a third of the sample).
+        print(
+            f"warning: the head is weak (accuracy {result.out_of_fold_accuracy:.2f} < "
+            f"{WEAK_HEAD_ACCURACY}): most flags are the model's errors, not label errors; use a "
+            "pretrained base (--weights=imagenet)"
+        )
     print(f"every image, most suspect first: {result.csv_path}")
     if result.grid_path:
         shown = min(config.num_show, result.num_flagged)
