@@ -367,3 +367,15 @@ def test_too_large_even_reduced_and_big_pngs_keep_the_project_message(monkeypatc
         images.prepare(_png_claiming(20000, 20000))
     assert str(error.value) == "image too large: 20000x20000 = 400000000 pixels (limit 65000000)"
     assert "decompression bomb" not in str(error.value)
+
+
+def test_pillow_guard_set_again_by_other_code_still_gives_the_project_message(monkeypatch):
+    # This module switches Pillow's guard off on import; if other code turns it back on,
+    # the reason must still be ours, never Pillow's "decompression bomb DOS attack".
+    assert Image.MAX_IMAGE_PIXELS is None
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 89_478_485)
+    for data in (_jpeg_claiming(12000, 12000), _png_claiming(20000, 20000)):
+        with pytest.raises(images.BadImage) as error:
+            images.prepare(data)
+        assert str(error.value).startswith("image too large: over Image.MAX_IMAGE_PIXELS=")
+        assert "bomb" not in str(error.value)
