@@ -20,8 +20,7 @@ from PIL import Image
 from records import schema
 from records.manifest import Manifest
 from tests.conftest import write_records
-from trainer import audit, audit_labels
-from trainer import features as features_lib
+from trainer import audit, audit_features, audit_labels
 
 # A name that is not UTF-8 (the byte 0xff, as Python gives it: a surrogate escape).
 NOT_UTF8 = "cat.\udcff.flipped.jpg"
@@ -105,7 +104,7 @@ def test_features_stay_aligned_with_names_across_interleaved_shards(tmp_path):
     write_records(tmp_path / "records", examples, num_shards=3)
     inputs = keras.Input((8, 8, 3))
     mean_colour = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(inputs))
-    features = features_lib.extract(
+    features = audit_features.extract(
         Manifest.load(str(tmp_path / "records")), mean_colour, batch_size=4, progress=False
     )
     assert len(features) == 30 and features.vectors.shape == (30, 3)
@@ -115,6 +114,18 @@ def test_features_stay_aligned_with_names_across_interleaved_shards(tmp_path):
         number = int(name.split(".")[1])
         np.testing.assert_allclose(vector, 8 * number, atol=2)
         assert label == number % 2 and split == ("train" if number < 20 else "val")
+    # The grid's second pass finds the same records again by (split, position).
+    rows = [0, 7, 19, 22, 29]
+    pictures = audit_features.images_at(
+        Manifest.load(str(tmp_path / "records")),
+        (8, 8),
+        [(features.splits[i], int(features.positions[i])) for i in rows],
+        batch_size=4,
+    )
+    for i, picture in zip(rows, pictures):
+        np.testing.assert_allclose(
+            picture.mean(), 8 * int(features.filenames[i].split(".")[1]), atol=2
+        )
 
 
 class _RecordingHead:
@@ -202,7 +213,7 @@ def test_command_reuses_the_feature_cache(flipped_records, tmp_path, capsys, mon
     def no_extraction(*args, **kwargs):
         raise AssertionError("the base ran again although its features were cached")
 
-    monkeypatch.setattr(features_lib, "extract", no_extraction)
+    monkeypatch.setattr(audit_features, "extract", no_extraction)
     assert audit_labels.main(dataclasses.replace(config, folds=4)) == 0
     second = _read_csv(tmp_path / "audit" / audit.CSV_NAME)
     assert {r["fold"] for r in first} == {"0", "1", "2"}

@@ -24,12 +24,11 @@ from collections.abc import Callable
 
 import keras
 import numpy as np
-import tensorflow as tf
 from absl import logging
 
 from records import schema
 from records.manifest import Manifest
-from trainer import features as features_lib
+from trainer import audit_features
 
 CSV_NAME = "label_issues.csv"
 GRID_NAME = "label_issues.png"
@@ -42,7 +41,6 @@ CSV_COLUMNS = (
     "flagged",
     "predicted_label",
     "fold",
-    "sha256",
 )
 # Each grid tile is TILE_INCHES wide at DPI, plus room for a three-line title.
 TILE_INCHES = 2.2
@@ -160,31 +158,12 @@ def _write_csv(path, features, probabilities, fold_of, flagged, order) -> None:
                     int(flagged[index]),
                     schema.CLASS_NAMES[int(np.argmax(probabilities[index]))],
                     int(fold_of[index]),
-                    features.keys[index],
                 ]
             )
 
 
-def _stored_images(manifest: Manifest, features, indices) -> list[np.ndarray]:
-    """The stored pictures of ``indices`` (as the records hold them), read back by position."""
-    wanted: dict[str, dict[int, int]] = {}
-    for index in indices:
-        wanted.setdefault(features.shards[index], {})[int(features.positions[index])] = index
-    pictures = {}
-    spec = {schema.ENCODED: schema.FEATURE_SPEC[schema.ENCODED]}
-    for shard_file, positions in wanted.items():
-        path = os.path.join(manifest.records_dir, shard_file)
-        for position, serialized in enumerate(tf.data.TFRecordDataset(path)):
-            if position in positions:
-                encoded = tf.io.parse_single_example(serialized, spec)[schema.ENCODED]
-                pictures[positions[position]] = tf.io.decode_jpeg(encoded, channels=3).numpy()
-            if position >= max(positions):
-                break
-    return [pictures[index] for index in indices]
-
-
 def plot_suspects(pictures, titles, output_png: str, columns: int = 5) -> str:
-    """Draws ``pictures`` in a grid, each with its (multi-line) title."""
+    """Draws ``pictures`` (as the base saw them) in a grid, each with its (multi-line) title."""
     import matplotlib
 
     matplotlib.use("Agg")  # No display on servers; must be set before pyplot is imported.
@@ -247,15 +226,15 @@ def audit(
       trainer.model.WeightsError: The base's weights cannot be obtained.
     """
     os.makedirs(output_dir, exist_ok=True)
-    key = features_lib.fingerprint(manifest, backbone, weights, image_size)
+    key = audit_features.fingerprint(manifest, backbone, weights, image_size)
     cache = os.path.join(output_dir, f"features-{backbone}-{image_size[0]}x{image_size[1]}.npz")
-    features = features_lib.load(cache, key)
+    features = audit_features.load(cache, key)
     if features is None:
         # Only matters for a base with random weights (--weights=none): same seed, same base.
         keras.utils.set_random_seed(seed)
-        model = features_lib.feature_model(backbone, weights, image_size)
-        features = features_lib.extract(manifest, model, batch_size, progress=progress)
-        features_lib.save(features, cache, key)
+        model = audit_features.extractor(backbone, weights, image_size)
+        features = audit_features.extract(manifest, model, batch_size, progress=progress)
+        audit_features.save(features, cache, key)
         logging.info("features cached in %s", cache)
     else:
         logging.info("features of %d images read from the cache %s", len(features), cache)
@@ -279,9 +258,13 @@ def audit(
             f"{schema.CLASS_NAMES[features.labels[i]]}\nP(given) = {given[i]:.3f}"
             for i in shown
         ]
-        grid_path = plot_suspects(
-            _stored_images(manifest, features, shown), titles, os.path.join(output_dir, GRID_NAME)
+        pictures = audit_features.images_at(
+            manifest,
+            image_size,
+            [(features.splits[i], int(features.positions[i])) for i in shown],
+            batch_size,
         )
+        grid_path = plot_suspects(pictures, titles, os.path.join(output_dir, GRID_NAME))
     accuracy = float(np.mean(np.argmax(probabilities, axis=1) == features.labels))
     return AuditResult(
         csv_path=csv_path,
