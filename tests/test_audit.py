@@ -206,7 +206,7 @@ def test_command_reuses_the_feature_cache(flipped_records, tmp_path, capsys, mon
     assert audit_labels.main(config) == 0
     out = capsys.readouterr().out
     assert "3 of 80 images flagged as likely mislabelled" in out
-    assert "label_issues.csv" in out and "the top 2 suspects:" in out
+    assert "label_issues.csv" in out and "the 2 most suspect images (flagged ones marked):" in out
     assert "cat.\\xff.flipped.jpg" in out
     first = _read_csv(tmp_path / "audit" / audit.CSV_NAME)
 

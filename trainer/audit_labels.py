@@ -7,8 +7,8 @@ Every labelled image (train and val) goes once through a pretrained frozen base
 logistic-regression head is cross-validated over --folds folds, so each image's
 P(given label) comes from a head that never saw it; cleanlab's confident learning flags
 the likely label errors. Writes <output_dir>/label_issues.csv (every image, most suspect
-first) and <output_dir>/label_issues.png (the top --num_show suspects, titled with file
-name, given label and P(given label)).
+first) and <output_dir>/label_issues.png (the --num_show most suspect, titled with file
+name, given label and P(given label), flagged ones marked).
 """
 
 from __future__ import annotations
@@ -44,10 +44,12 @@ class AuditConfig:
         "imagenet, none, or a weights file (default: imagenet where the backbone has them).",
     )
     image_size: int = setting(
-        160, "Images are decoded to this square size for the base.", minimum=8
+        224, "Images are decoded to this square size for the base.", minimum=8
     )
     folds: int = setting(5, "Cross-validation folds of the head.", minimum=2)
-    num_show: int = setting(20, "Flagged images shown in the picture.", minimum=0)
+    num_show: int = setting(
+        20, "The most suspect images (by rank) shown in the picture.", minimum=0
+    )
     batch_size: int = setting(64, "Images per forward pass of the base.", minimum=1)
     seed: int = setting(0, "Seed of the fold assignment (and of a base with random weights).")
 
@@ -86,8 +88,8 @@ def main(config: AuditConfig) -> int:
         )
     print(f"every image, most suspect first: {result.csv_path}")
     if result.grid_path:
-        shown = min(config.num_show, result.num_flagged)
-        print(f"the top {shown} suspects: {result.grid_path}")
+        shown = min(config.num_show, result.num_images)
+        print(f"the {shown} most suspect images (flagged ones marked): {result.grid_path}")
     for rank, name in enumerate(result.suspects[:10], start=1):
         print(f"  {rank:2d}. {name}")
     logging.info("audit of %s done", config.records_dir)
