@@ -28,9 +28,18 @@ def main(config: ReportConfig) -> int:
     with open(os.path.join(config.model_dir, "metrics.json")) as f:
         metrics = json.load(f)
     settings = metrics["settings"]
+    features = metrics.get("feature_cache")
+    # With --input_mode=features the epochs' rate counts feature vectors: the base's one
+    # pass over the images is the figure that means images/s.
+    speed = (
+        f"base run once over the images at {features['images_per_sec']:.0f} images/s "
+        f"({features['seconds']:.0f} s), then the head"
+        if features
+        else f"{metrics['train_images_per_sec']:.0f} train images/s"
+    )
     print(
         f"\n{settings['backbone']} after {metrics['epochs_completed']} epochs "
-        f"({metrics['train_images_per_sec']:.0f} train images/s): val accuracy "
+        f"({speed}): val accuracy "
         f"{metrics['final_val_accuracy']:.3f} (best {metrics['best_val_accuracy']:.3f} at epoch "
         f"{metrics['best_val_accuracy_epoch']}; chance is 0.5)"
     )
