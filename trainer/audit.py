@@ -230,7 +230,10 @@ def audit(
       trainer.model.WeightsError: The base's weights cannot be obtained.
     """
     os.makedirs(output_dir, exist_ok=True)
-    key = audit_features.fingerprint(manifest, backbone, weights, image_size)
+    # A random-weight base (--weights=none) is made by the seed, so it is part of the key;
+    # a pretrained one is not, so other --seed/--folds reuse its features.
+    weights_key = f"none (seed {seed})" if weights.lower() == "none" else weights
+    key = audit_features.fingerprint(manifest, backbone, weights_key, image_size)
     cache = os.path.join(output_dir, f"features-{backbone}-{image_size[0]}x{image_size[1]}.npz")
     features = audit_features.load(cache, key)
     if features is None:
