@@ -15,8 +15,14 @@ decodes to the right RGB colours, and the recorded height/width are the stored i
   mirrored is turned upright and re-encoded (only those images), because
   ``tf.io.decode_jpeg`` ignores EXIF: the record must hold the picture as a viewer shows
   it, with the upright height/width. ``conversion`` says what was done.
-* An image whose header claims more than ``MAX_PIXELS`` pixels is skipped *before* it is
-  decoded, so that a few-KB file claiming 9000x9000 cannot cost a worker 240 MB.
+* A JPEG whose header claims more than ``MAX_PIXELS`` pixels (a 12000x12000 panorama or
+  scan) is decoded *reduced*, at 1/2, 1/4 or 1/8 scale in the DCT domain (Pillow's
+  ``Image.draft``): the mildest reduction that fits under ``MAX_PIXELS``, or, with
+  ``max_short_side``, the strongest that still leaves that short side (the resize would
+  throw the rest away). ``conversion`` records it. Any other image over ``MAX_PIXELS``
+  (PNG, GIF, ... cannot be decoded reduced), or a JPEG still over it at 1/8, is skipped
+  *before* it is decoded, so that a few-KB file claiming 9000x9000 cannot cost a worker
+  240 MB.
 * An archive (e.g. a ``.zip`` inside the input) is skipped as a nested archive.
 
 Truncation: Pillow fully decodes every image (``Image.load``) with
@@ -41,6 +47,14 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 # Explicit, in case any other import flipped this global: truncated images must fail.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+# Pillow's own decompression-bomb guard is replaced here, not dropped. It runs inside
+# Image.open on the header's full size, before a JPEG can be asked for a reduced decode:
+# it warns over 89,478,485 pixels and refuses over twice that, so a 12000x12000 JPEG (which
+# decodes at 1/2 scale well under MAX_PIXELS) was skipped with Pillow's text. Every decode
+# here goes through _open_checked, which checks the size that will actually be decoded
+# against MAX_PIXELS, from the header, before any pixel is decoded, with this project's
+# message. (A process-wide setting; this module is what decodes untrusted images.)
+Image.MAX_IMAGE_PIXELS = None
 
 
 _MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG", "PNG"), (b"GIF8", "GIF"), (b"BM", "BMP"))
@@ -57,6 +71,9 @@ _ARCHIVE_MAGIC = (
 # (9504x6336 = 60.2 MP). Decoded as RGB that is at most ~195 MB per worker; anything
 # larger (e.g. a 9000x9000 header on a few-KB file) is skipped with the reason.
 MAX_PIXELS = 65_000_000
+
+# The reductions libjpeg can decode to directly (1/1, 1/2, 1/4, 1/8 of each side).
+DRAFT_SCALES: tuple[int, ...] = (1, 2, 4, 8)
 
 # EXIF Orientation value -> what ``ImageOps.exif_transpose`` does to show it upright.
 _ORIENTATION_FIXES = {
@@ -121,12 +138,54 @@ def resized_size(width: int, height: int, max_short_side: int | None) -> tuple[i
     return max(1, round(width * scale)), max_short_side
 
 
-def _open_checked(data: bytes, max_pixels: int) -> tuple[Image.Image, str, str]:
-    """Decodes ``data`` fully after checking its size; returns (image, format, mode).
+def _reduced_size(width: int, height: int, scale: int) -> tuple[int, int]:
+    # libjpeg rounds up: a side of n pixels decodes to ceil(n / scale).
+    return -(-width // scale), -(-height // scale)
+
+
+def draft_scale(
+    width: int, height: int, max_pixels: int = MAX_PIXELS, max_short_side: int | None = None
+) -> int | None:
+    """How much to reduce a ``width`` x ``height`` JPEG while decoding it (a DCT scale).
+
+    Returns:
+      1 when it fits under ``max_pixels`` as it is; else the mildest scale in
+      ``DRAFT_SCALES`` that fits (keeping the most detail), or with ``max_short_side`` the
+      strongest one whose shorter side still reaches ``max_short_side`` (the resize to it
+      would discard the rest, and the decode costs less); None when not even 1/8 fits.
+    """
+    if width * height <= max_pixels:
+        return 1
+    fitting = [
+        scale
+        for scale in DRAFT_SCALES
+        if _reduced_size(width, height, scale)[0] * _reduced_size(width, height, scale)[1]
+        <= max_pixels
+    ]
+    if not fitting:
+        return None
+    enough = [
+        scale
+        for scale in fitting
+        if max_short_side and min(_reduced_size(width, height, scale)) >= max_short_side
+    ]
+    return max(enough) if enough else fitting[0]
+
+
+def _open_checked(
+    data: bytes, max_pixels: int, max_short_side: int | None = None
+) -> tuple[Image.Image, str, str, str | None]:
+    """Decodes ``data`` fully after checking its size.
+
+    A JPEG over ``max_pixels`` is decoded reduced (``draft_scale``); ``max_short_side``
+    only chooses how far.
+
+    Returns:
+      (image, source format, source mode, what the reduction did or None).
 
     Raises:
       BadImage: With the reason, if the bytes are empty, an archive, not an image, too
-        large, truncated or corrupt.
+        large (and not a JPEG that can be decoded reduced), truncated or corrupt.
     """
     if not data:
         raise BadImage("empty file (0 bytes)")
@@ -147,26 +206,59 @@ def _open_checked(data: bytes, max_pixels: int) -> tuple[Image.Image, str, str]:
             image = Image.open(io.BytesIO(data))
             source_format, source_mode = image.format or "unknown", image.mode
             width, height = image.size
+            reduction = None
             if width * height > max_pixels:
-                raise BadImage(
-                    f"image too large: {width}x{height} = {width * height} pixels "
-                    f"(limit {max_pixels})"
-                )
+                reduction = _draft(image, max_pixels, max_short_side)
             # Full decode: the only reliable way to find truncated or corrupt data.
             image.load()
     except BadImage:
         raise
     except UnidentifiedImageError:
         raise BadImage(f"not an image (no known image format; starts with {data[:8]!r})") from None
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
-        raise BadImage(f"image too large to decode safely: {e}") from None
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        # Only if other code in this process set Image.MAX_IMAGE_PIXELS again (see the
+        # top of this module): still this project's reason, not Pillow's text.
+        raise BadImage(
+            f"image too large: over Image.MAX_IMAGE_PIXELS={Image.MAX_IMAGE_PIXELS}, which "
+            f"other code in this process set (this project's limit is {max_pixels} decoded "
+            "pixels)"
+        ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         if "truncated" in str(e).lower():
             raise BadImage(f"truncated {source_format} ({e})") from None
         raise BadImage(f"corrupt {source_format} ({type(e).__name__}: {e})") from None
     except Exception as e:  # noqa: BLE001 - one odd file must never end the whole run.
         raise BadImage(f"cannot decode {source_format} ({type(e).__name__}: {e})") from None
-    return image, source_format, source_mode
+    return image, source_format, source_mode, reduction
+
+
+def _draft(image: Image.Image, max_pixels: int, max_short_side: int | None) -> str:
+    """Sets up a reduced decode of an opened (not yet decoded) image over ``max_pixels``.
+
+    Returns:
+      What was done, for ``PreparedImage.conversion``.
+
+    Raises:
+      BadImage: The image is not a JPEG, or is too large even at 1/8.
+    """
+    width, height = image.size
+    too_large = f"image too large: {width}x{height} = {width * height} pixels (limit {max_pixels})"
+    if image.format != "JPEG":
+        raise BadImage(too_large)
+    scale = draft_scale(width, height, max_pixels, max_short_side)
+    if scale is None:
+        raise BadImage(f"{too_large}, even decoded at 1/{DRAFT_SCALES[-1]} scale")
+    # draft() picks the largest scale with size * scale <= the image's, so asking for the
+    # floor of each side / scale gives exactly `scale` (sides of JPEGs this large are far
+    # above scale**2, where the floor could allow more).
+    image.draft(image.mode, (width // scale, height // scale))
+    if image.size != _reduced_size(width, height, scale):
+        # Pillow declined (e.g. a JPEG in several tiles): no reduced decode, so no decode.
+        raise BadImage(f"{too_large}; this JPEG cannot be decoded reduced")
+    return (
+        f"JPEG {width}x{height} decoded at 1/{scale} scale "
+        f"({image.size[0]}x{image.size[1]}, pixel limit {max_pixels})"
+    )
 
 
 def upright(image: Image.Image) -> tuple[Image.Image, str | None]:
@@ -197,15 +289,17 @@ def decode_upright_rgb(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
 
     Args:
       data: Image file bytes (any format Pillow reads).
-      max_pixels: Refuse images with more pixels than this (checked before decoding).
+      max_pixels: Decode at most this many pixels: a JPEG over it is decoded reduced,
+        anything else refused (checked from the header, before decoding).
 
     Returns:
-      A ``(height, width, 3)`` uint8 array of the upright picture.
+      A ``(height, width, 3)`` uint8 array of the upright picture (reduced, for a JPEG
+      over ``max_pixels``).
 
     Raises:
       BadImage: With the reason, as for ``prepare``.
     """
-    image, _, _ = _open_checked(data, max_pixels)
+    image, _, _, _ = _open_checked(data, max_pixels)
     image, _ = upright(image)
     return np.asarray(_to_rgb(image), dtype=np.uint8)
 
@@ -223,7 +317,8 @@ def prepare(
       max_short_side: If set, the stored copy's shorter side is at most this many
         pixels (re-encoded; never upscaled). None keeps the original size.
       jpeg_quality: JPEG quality (1-95) for any re-encoded image.
-      max_pixels: Skip images with more pixels than this (checked before decoding).
+      max_pixels: Decode at most this many pixels: a JPEG over it is decoded reduced
+        (recorded in ``conversion``), anything else skipped (checked before decoding).
 
     Returns:
       The image to store.
@@ -232,11 +327,12 @@ def prepare(
       BadImage: With the reason, if the bytes are empty, an archive, not an image, too
         large, truncated or corrupt.
     """
-    image, source_format, source_mode = _open_checked(data, max_pixels)
+    image, source_format, source_mode, reduction = _open_checked(data, max_pixels, max_short_side)
     image, orientation_fix = upright(image)
     width, height = image.size
     new_width, new_height = resized_size(width, height, max_short_side)
-    changes = []
+    # A reduced decode is recorded like a rotation: the stored pixels are not the file's.
+    changes = [reduction] if reduction else []
     if source_format != "JPEG":
         changes.append(f"{source_format} -> JPEG")
     elif source_mode != "RGB":

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import subprocess
+import sys
 import zipfile
 import zlib
 
@@ -13,7 +16,7 @@ import tensorflow as tf
 from PIL import Image, ImageFile
 
 from records import images
-from tests.conftest import make_jpeg_bytes
+from tests.conftest import REPO_ROOT, make_jpeg_bytes
 
 
 def _encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -241,10 +244,11 @@ def test_huge_header_is_refused_before_decoding(monkeypatch):
     assert str(error.value) == reason
     with pytest.raises(images.BadImage, match="image too large: 9000x9000"):
         images.decode_upright_rgb(data)
+    small_png = _encode(Image.new("RGB", (48, 64)), "PNG")
     with pytest.raises(
         images.BadImage, match=r"image too large: 48x64 = 3072 pixels \(limit 100\)"
     ):
-        images.prepare(make_jpeg_bytes(64, 48), max_pixels=100)
+        images.prepare(small_png, max_pixels=100)
 
 
 def test_archive_bytes_are_a_nested_archive():
@@ -253,3 +257,125 @@ def test_archive_bytes_are_a_nested_archive():
         z.writestr("cat.1.jpg", make_jpeg_bytes())
     with pytest.raises(images.BadImage, match="nested archive: a zip archive, not an image"):
         images.prepare(buffer.getvalue())
+
+
+def make_big_jpeg(path, side: int = 12000) -> bytes:
+    """A ``side`` x ``side`` RGB JPEG, smooth colours at quality 5: ~2 MB on disk for 144 MP.
+
+    Made once per test module (~2 s, ~600 MB peak while encoding) and read from disk.
+    """
+    corners = np.array([[[200, 40, 40], [40, 40, 200]], [[40, 200, 40], [220, 220, 220]]])
+    picture = Image.fromarray(corners.astype(np.uint8)).resize((side, side), Image.BILINEAR)
+    data = _encode(picture, "JPEG", quality=5)
+    del picture
+    path.write_bytes(data)
+    return data
+
+
+@pytest.fixture(scope="module")
+def big_jpeg(tmp_path_factory):
+    path = tmp_path_factory.mktemp("big") / "dog.big.jpg"
+    make_big_jpeg(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "width, height, max_short_side, scale",
+    [
+        (8000, 6000, None, 1),  # 48 MP: under the limit, decoded as it is
+        (12000, 12000, None, 2),  # 144 MP -> 36 MP
+        (30000, 30000, None, 4),  # 900 MP: 1/2 is still 225 MP
+        (12000, 12000, 160, 8),  # 1500 px short side is plenty for 160
+        (12000, 12000, 4000, 2),  # 1/4 would leave 3000 < 4000
+        (12000, 12000, 20000, 2),  # can never reach it: the mildest under the limit
+        (65535, 65535, None, None),  # 67 MP even at 1/8
+    ],
+)
+def test_draft_scale(width, height, max_short_side, scale):
+    assert images.draft_scale(width, height, images.MAX_PIXELS, max_short_side) == scale
+
+
+def test_big_jpeg_is_decoded_reduced_not_skipped(big_jpeg):
+    data = big_jpeg.read_bytes()
+    assert len(data) < 3_000_000 and Image.open(big_jpeg).size == (12000, 12000)
+    # Over Pillow's own decompression-bomb limit too: Pillow's guard must not skip it.
+    assert 12000 * 12000 > 89_478_485 and 12000 * 12000 > images.MAX_PIXELS
+
+    small = images.prepare(data, max_short_side=160)
+    assert (small.width, small.height) == (160, 160) and small.resized
+    assert small.conversion == (
+        "JPEG 12000x12000 decoded at 1/8 scale (1500x1500, pixel limit 65000000)"
+    )
+    pixels = _decode_eager_and_in_map(small.encoded)
+    assert pixels.shape == (160, 160, 3)
+    # The picture, not noise: red top-left corner, light grey bottom-right.
+    np.testing.assert_allclose(pixels[:4, :4].mean((0, 1)), (200, 40, 40), atol=25)
+    np.testing.assert_allclose(pixels[-4:, -4:].mean((0, 1)), (220, 220, 220), atol=25)
+
+    full = images.prepare(data)
+    assert (full.width, full.height) == (6000, 6000) and not full.resized
+    assert full.conversion == (
+        "JPEG 12000x12000 decoded at 1/2 scale (6000x6000, pixel limit 65000000)"
+    )
+    assert images.decode_upright_rgb(data).shape == (6000, 6000, 3)
+
+
+def test_big_jpeg_decode_keeps_memory_small(big_jpeg):
+    # In a fresh process (only Pillow and numpy), so its peak RSS is this decode's own: a
+    # full decode of 12000x12000 RGB alone would need 432 MB. VmHWM, not ru_maxrss: Linux
+    # carries ru_maxrss across fork + exec, so it would report this (TensorFlow) process.
+    script = (
+        "import sys\n"
+        "from records import images\n"
+        "prepared = images.prepare(open(sys.argv[1], 'rb').read(), max_short_side=160)\n"
+        "assert (prepared.width, prepared.height) == (160, 160)\n"
+        "status = open('/proc/self/status').read()\n"
+        "print(status.split('VmHWM:')[1].split()[0])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(big_jpeg)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        check=True,
+    )
+    peak_mb = int(result.stdout.split()[-1]) / 1024  # VmHWM is in kB
+    assert peak_mb < 200, f"peak RSS {peak_mb:.0f} MB"
+
+
+def _jpeg_claiming(width: int, height: int) -> bytes:
+    """A tiny JPEG whose frame header (SOF0) claims ``width`` x ``height``."""
+    data = bytearray(_encode(Image.new("RGB", (8, 8)), "JPEG"))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
+def test_too_large_even_reduced_and_big_pngs_keep_the_project_message(monkeypatch):
+    def no_decoding(self):
+        raise AssertionError("decoded an image that is over the pixel limit")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    with pytest.raises(images.BadImage) as error:
+        images.prepare(_jpeg_claiming(65535, 65535))
+    assert str(error.value) == (
+        "image too large: 65535x65535 = 4294836225 pixels (limit 65000000), "
+        "even decoded at 1/8 scale"
+    )
+    # 400 MP: over twice Pillow's limit, where Pillow itself raised DecompressionBombError.
+    with pytest.raises(images.BadImage) as error:
+        images.prepare(_png_claiming(20000, 20000))
+    assert str(error.value) == "image too large: 20000x20000 = 400000000 pixels (limit 65000000)"
+    assert "decompression bomb" not in str(error.value)
+
+
+def test_pillow_guard_set_again_by_other_code_still_gives_the_project_message(monkeypatch):
+    # This module switches Pillow's guard off on import; if other code turns it back on,
+    # the reason must still be ours, never Pillow's "decompression bomb DOS attack".
+    assert Image.MAX_IMAGE_PIXELS is None
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 89_478_485)
+    for data in (_jpeg_claiming(12000, 12000), _png_claiming(20000, 20000)):
+        with pytest.raises(images.BadImage) as error:
+            images.prepare(data)
+        assert str(error.value).startswith("image too large: over Image.MAX_IMAGE_PIXELS=")
+        assert "bomb" not in str(error.value)

@@ -355,3 +355,22 @@ def test_nested_archive_bytes_under_an_image_name_are_named_as_such(tmp_path, ki
     (skip,) = result.manifest["skipped"]
     assert skip["source"] == "train/cat.2.jpg"
     assert skip["reason"].startswith("nested archive: a zip archive, not an image")
+
+
+def test_big_jpeg_is_converted_reduced_and_listed(tmp_path):
+    from tests.test_images import make_big_jpeg
+
+    folder = tmp_path / "train"
+    folder.mkdir()
+    _write(folder / "cat.1.jpg", make_jpeg_bytes(seed=1))
+    make_big_jpeg(folder / "dog.big.jpg")
+    result = convert([folder], tmp_path / "out", max_short_side=160, val_fraction=0.0)
+    manifest = result.manifest
+    assert manifest["skipped"] == []
+    assert {
+        "source": "train/dog.big.jpg",
+        "conversion": ("JPEG 12000x12000 decoded at 1/8 scale (1500x1500, pixel limit 65000000)"),
+    } in manifest["converted"]
+    record = _records_by_name(tmp_path / "out")[b"train/dog.big.jpg"]
+    assert (record[schema.HEIGHT], record[schema.WIDTH]) == (160, 160)
+    assert verify.verify_records(str(tmp_path / "out")) == []

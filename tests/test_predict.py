@@ -293,6 +293,19 @@ def test_pixel_limit_before_decoding(model_path, tmp_path, monkeypatch):
     assert (9000, 9000) not in decoded_sizes
 
 
+def test_big_jpeg_is_predicted_reduced_not_a_bad_image(model_path, tmp_path):
+    from tests.test_images import make_big_jpeg
+
+    folder = tmp_path / "test1"
+    folder.mkdir()
+    _write(folder / "1.jpg", _jpeg(215, seed=1))
+    make_big_jpeg(folder / "2.jpg")  # 12000x12000: decoded at 1/2 (or less), as make_records
+    output = tmp_path / "submission.csv"
+    summary = predict_lib.predict(str(model_path), str(folder), str(output))
+    assert summary == {**summary, "predicted": 2, "bad_images": 0}
+    assert [image_id for image_id, _ in _read_submission(output)] == ["1", "2"]
+
+
 def _kaggle_like_folder(folder):
     """Images that exercise every branch of ``records.images.prepare``."""
     folder.mkdir()

@@ -1,0 +1,199 @@
+"""The label audit's features: a frozen base's vector for every labelled record, cached.
+
+Each record goes once through the evaluation decode (``pipeline.dataset.eval_dataset``),
+the backbone's own preprocessing layer, the pretrained base and global average pooling
+(``trainer.features.feature_model``, what ``train --input_mode=features`` runs): one
+float vector per image, which the audit's cheap head (``trainer.audit``) is then trained
+on many times over, in seconds, instead of running the base again. Each image's name
+comes with its pixels (``eval_dataset(with_filenames=True)``), so the two cannot fall
+out of step. The vectors are kept in an ``.npz`` file, reused while the records and the
+base are the same (``fingerprint``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+
+import keras
+import numpy as np
+from absl import logging
+
+from pipeline import dataset as dataset_lib
+from records import schema
+from records.manifest import Manifest
+from records.workers import Progress
+from trainer import evaluation, features
+from trainer import model as model_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditFeatures:
+    """One row per labelled record: each split in the eval pipeline's (fixed) order.
+
+    Attributes:
+      vectors: float32 [N, D] pooled base outputs.
+      labels: int64 [N] given labels (indices into the manifest's class names).
+      filenames: Each record's ``image/filename``, non-UTF-8 bytes escaped (``\\xff``).
+      splits: Each record's split.
+      positions: Each record's position in its split's eval order (0-based), which a
+        second ``eval_dataset`` pass reproduces.
+    """
+
+    vectors: np.ndarray
+    labels: np.ndarray
+    filenames: tuple[str, ...]
+    splits: tuple[str, ...]
+    positions: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def extractor(backbone: str, weights: str, image_size: tuple[int, int]) -> keras.Model:
+    """Raw RGB 0..255 [B, H, W, 3] -> the base's globally average-pooled features [B, D].
+
+    Raises:
+      trainer.model.WeightsError: The weights cannot be obtained.
+      ValueError: Unknown backbone.
+    """
+    # freeze_layers=0 only so that a random-weight base is not frozen with a warning:
+    # nothing trains here, and predict_on_batch runs the base in inference mode.
+    model = model_lib.build_model(
+        model_lib.ModelConfig(
+            image_size=image_size,
+            backbone=backbone,
+            weights=weights,
+            freeze_layers=0,
+            pooling="avg",
+        )
+    )
+    return features.feature_model(model)
+
+
+def labelled_splits(manifest: Manifest) -> list[str]:
+    """The splits of ``manifest`` that hold records (train and val where both exist)."""
+    return [s for s in schema.SPLITS if s in manifest.splits and manifest.splits[s].shards]
+
+
+def extract(
+    manifest: Manifest,
+    model: keras.Model,
+    batch_size: int = 64,
+    progress: bool | None = None,
+) -> AuditFeatures:
+    """Runs every labelled record once through ``model`` (see ``extractor``).
+
+    Args:
+      manifest: The records directory.
+      model: Raw RGB images -> feature vectors; its input size is the decode size.
+      batch_size: Images per forward pass.
+      progress: A progress bar (None: only on a terminal, else a log line every 10 s).
+
+    Raises:
+      ValueError: The manifest lists no records.
+      FileNotFoundError: A shard listed in the manifest is missing.
+    """
+    image_size = tuple(model.input_shape[1:3])
+    splits = labelled_splits(manifest)
+    if not splits:
+        raise ValueError(f"{manifest.path} lists no records; rerun make_records")
+    bar = Progress(f"features ({model.name})", sum(map(manifest.num_examples, splits)), progress)
+    vectors, labels, names, split_of, positions = [], [], [], [], []
+    try:
+        for split in splits:
+            data = dataset_lib.eval_dataset(
+                manifest, batch_size, split=split, image_size=image_size, with_filenames=True
+            )
+            count = 0
+            for images, batch_labels, batch_names in data:
+                vectors.append(np.asarray(model.predict_on_batch(images), np.float32))
+                labels.extend(batch_labels.numpy().tolist())
+                names.extend(evaluation.display_filename(n) for n in batch_names.numpy())
+                count += len(batch_labels)
+                bar.update(len(batch_labels))
+            split_of.extend([split] * count)
+            positions.extend(range(count))
+    finally:
+        bar.close()
+    return AuditFeatures(
+        vectors=np.concatenate(vectors),
+        labels=np.asarray(labels, np.int64),
+        filenames=tuple(names),
+        splits=tuple(split_of),
+        positions=np.asarray(positions, np.int64),
+    )
+
+
+def images_at(
+    manifest: Manifest,
+    image_size: tuple[int, int],
+    wanted: list[tuple[str, int]],
+    batch_size: int = 64,
+) -> list[np.ndarray]:
+    """The images at ``(split, position)`` as the base saw them (a second, decode-only pass).
+
+    The eval order is fixed, so a position from ``extract`` names the same record again.
+    Only the wanted images are kept (memory stays at ``len(wanted)`` images).
+    """
+    found: dict[tuple[str, int], np.ndarray] = {}
+    for split in sorted({split for split, _ in wanted}):
+        positions = {position for s, position in wanted if s == split}
+        data = dataset_lib.eval_dataset(manifest, batch_size, split=split, image_size=image_size)
+        start = 0
+        for images, _ in data:
+            for position in range(start, start + len(images)):
+                if position in positions:
+                    found[split, position] = images[position - start].numpy()
+            start += len(images)
+            if start > max(positions):
+                break
+    return [found[key] for key in wanted]
+
+
+def fingerprint(
+    manifest: Manifest, backbone: str, weights: str, image_size: tuple[int, int]
+) -> str:
+    """What a cached feature file was made from: the shards (names, counts, sha256) and
+    the base. A weights *file* is identified by its path, size and modification time."""
+    shards = {
+        split: [(s.file, s.num_examples, s.sha256) for s in info.shards]
+        for split, info in sorted(manifest.splits.items())
+    }
+    weights_id = weights
+    if os.path.isfile(weights):
+        stat = os.stat(weights)
+        weights_id = f"{os.path.abspath(weights)}:{stat.st_size}:{stat.st_mtime_ns}"
+    text = json.dumps([shards, backbone, weights_id, list(image_size)], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def save(audit_features: AuditFeatures, path: str, key: str) -> None:
+    """Writes ``audit_features`` to ``path`` (.npz), tagged with ``key`` (``fingerprint``)."""
+    tmp = path + ".tmp.npz"
+    arrays = {
+        field.name: np.asarray(getattr(audit_features, field.name))
+        for field in dataclasses.fields(AuditFeatures)
+    }
+    np.savez(tmp, key=key, **arrays)
+    # Renamed only when complete: a killed run never leaves a half cache that loads.
+    os.replace(tmp, path)
+
+
+def load(path: str, key: str) -> AuditFeatures | None:
+    """The features cached in ``path`` if they were made with ``key``; else None."""
+    if not os.path.isfile(path):
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        if str(data["key"]) != key:
+            logging.info("%s was made from other records or another base; recomputing", path)
+            return None
+        return AuditFeatures(
+            vectors=data["vectors"],
+            labels=data["labels"],
+            filenames=tuple(str(s) for s in data["filenames"]),
+            splits=tuple(str(s) for s in data["splits"]),
+            positions=data["positions"],
+        )
