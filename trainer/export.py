@@ -88,26 +88,71 @@ def complete_jpeg(encoded: tf.Tensor) -> tf.Tensor:
     return tf.logical_and(long_enough, tf.logical_and(starts, tail == _JPEG_END))
 
 
+def like_records(encoded: tf.Tensor, max_short_side: int | None, jpeg_quality: int) -> tf.Tensor:
+    """One JPEG as ``make_records`` would store it: larger photos shrunk and re-encoded.
+
+    ``records.images.prepare`` stores a photo whose shorter side exceeds ``max_short_side``
+    as a Lanczos-downscaled copy (``resized_size``) re-encoded at ``jpeg_quality``, and
+    every other JPEG byte for byte. This is the same in the graph (TF's Lanczos-3 and
+    libjpeg encoder instead of Pillow's: close, not bit-identical), so a client sending the
+    original photo gets nearly what validation saw. Bytes that are already record-sized
+    come back unchanged, so record bytes are still served exactly as ``evaluate`` scores
+    them. (EXIF orientation is not applied: see the module docstring of ``export``.)
+    """
+    if not max_short_side:
+        return encoded
+    height, width = decode.jpeg_shape(encoded)
+    short = tf.minimum(height, width)
+
+    def shrink():
+        scale = max_short_side / tf.cast(short, tf.float64)
+        # records.images.resized_size; tf.round rounds half to even, like Python's round.
+        new_height = tf.where(
+            height <= width,
+            max_short_side,
+            tf.maximum(1, tf.cast(tf.round(tf.cast(height, tf.float64) * scale), tf.int32)),
+        )
+        new_width = tf.where(
+            height <= width,
+            tf.maximum(1, tf.cast(tf.round(tf.cast(width, tf.float64) * scale), tf.int32)),
+            max_short_side,
+        )
+        image = tf.io.decode_jpeg(encoded, channels=3)
+        resized = tf.image.resize(
+            image, tf.stack([new_height, new_width]), method="lanczos3", antialias=True
+        )
+        pixels = tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+        return tf.io.encode_jpeg(pixels, quality=jpeg_quality)
+
+    return tf.cond(short > max_short_side, shrink, lambda: encoded)
+
+
 def decode_batch(
-    image_bytes: tf.Tensor, image_size: tuple[int, int]
+    image_bytes: tf.Tensor,
+    image_size: tuple[int, int],
+    max_short_side: int | None = None,
+    jpeg_quality: int = 90,
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """JPEG bytes [N] -> (uint8 images [N, H, W, 3], valid [N]), decoded as validation decodes.
 
-    Rows that are not complete JPEGs are not decoded (zeros, ``valid`` False).
+    Each row goes through ``like_records`` (with the training records' ``max_short_side``
+    and ``jpeg_quality``) and then ``pipeline.decode.decode_and_resize``. Rows that are not
+    complete JPEGs are not decoded (zeros, ``valid`` False).
     """
     height, width = image_size
     valid = complete_jpeg(image_bytes)
 
     def decode_row(args):
         encoded, ok = args
-        # eval_dataset passes max_ratio=max_useful_ratio(records' max_short_side): for every
-        # image no larger than the records' this chooses the same DCT ratio, and a larger
-        # photo still gets the cheap DCT downscale instead of a full decode.
-        return tf.cond(
-            ok,
-            lambda: decode.decode_and_resize(encoded, image_size),
-            lambda: tf.zeros([height, width, 3], tf.uint8),
-        )
+
+        def decode_valid():
+            stored = like_records(encoded, max_short_side, jpeg_quality)
+            # eval_dataset passes max_ratio=max_useful_ratio(records' max_short_side): for
+            # every image no larger than the records' this picks the same DCT ratio, and a
+            # larger one (no max_short_side) still gets the cheap DCT downscale.
+            return decode.decode_and_resize(stored, image_size)
+
+        return tf.cond(ok, decode_valid, lambda: tf.zeros([height, width, 3], tf.uint8))
 
     images = tf.map_fn(
         decode_row,
@@ -139,13 +184,19 @@ def image_size_of(model: keras.Model) -> tuple[int, int]:
     return int(height), int(width)
 
 
-def write_saved_model(model: keras.Model, path: str) -> None:
-    """Writes the serving SavedModel (both signatures) of ``model`` to ``path``."""
+def write_saved_model(
+    model: keras.Model, path: str, max_short_side: int | None = None, jpeg_quality: int = 90
+) -> None:
+    """Writes the serving SavedModel (both signatures) of ``model`` to ``path``.
+
+    ``max_short_side`` and ``jpeg_quality``: the training records' settings (see
+    ``like_records``).
+    """
     image_size = image_size_of(model)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     def serve_bytes(image_bytes):
-        images, valid = decode_batch(image_bytes, image_size)
+        images, valid = decode_batch(image_bytes, image_size, max_short_side, jpeg_quality)
         return _outputs(_p_dog(model, images), valid)
 
     @tf.function(input_signature=[tf.TensorSpec([None, *image_size, 3], tf.uint8, name="images")])
@@ -254,19 +305,31 @@ def tflite_p_dog(interpreter, images: np.ndarray) -> np.ndarray:
     return np.array([float(runner(images=image[None])["p_dog"][0]) for image in images])
 
 
-def tflite_ops(model_content: bytes) -> dict[str, list[str]]:
-    """The model's ops, split into those computing on int8 and those left in float.
+# Ops that only convert between the model's input/output types and its compute type.
+_CONVERSION_OPS = frozenset({"CAST", "QUANTIZE", "DEQUANTIZE"})
 
-    An op counts as float when any of its inputs is a float tensor (weights included).
+
+def tflite_ops(model_content: bytes) -> dict[str, list[str]]:
+    """The model's op types: conversions, those computing on integers, those left in float.
+
+    An op (other than a conversion) computes in float when any of its inputs is a float
+    tensor, weights included: in the int8 model those are the ops without an int8
+    kernel, which the converter leaves in float32 rather than failing.
     """
     interpreter = tflite_interpreter(model_content)
     details = {t["index"]: t for t in interpreter.get_tensor_details()}
-    quantized, float_ops = [], []
+    kinds = {"conversion_ops": set(), "integer_ops": set(), "float_ops": set()}
     for op in interpreter._get_ops_details():  # noqa: SLF001 - the only op listing TF offers
-        dtypes = {details[i]["dtype"] for i in op["inputs"] if i >= 0}
-        is_float = any(np.issubdtype(d, np.floating) for d in dtypes)
-        (float_ops if is_float else quantized).append(op["op_name"])
-    return {"int_ops": sorted(set(quantized)), "float_ops": sorted(set(float_ops))}
+        name = op["op_name"]
+        dtypes = [details[i]["dtype"] for i in op["inputs"] if i >= 0]
+        if name in _CONVERSION_OPS:
+            kind = "conversion_ops"
+        elif any(np.issubdtype(d, np.floating) for d in dtypes):
+            kind = "float_ops"
+        else:
+            kind = "integer_ops"
+        kinds[kind].add(name)
+    return {kind: sorted(names) for kind, names in kinds.items()}
 
 
 def sha256_file(path: str) -> str:
@@ -388,7 +451,12 @@ def export(
     staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
     try:
         saved_model_path = os.path.join(staging, SAVED_MODEL_DIR)
-        write_saved_model(model, saved_model_path)
+        write_saved_model(
+            model,
+            saved_model_path,
+            source.records_settings.get("max_short_side"),
+            int(source.records_settings.get("jpeg_quality", 90)),
+        )
         logging.info("wrote the SavedModel")
         # Read back as a client would: the signature on the calibration images.
         served = tf.saved_model.load(saved_model_path).signatures[IMAGES_SIGNATURE]
@@ -463,7 +531,15 @@ def _metadata(model_path, model, source: Source, calibration, agreement, ops) ->
         "records_settings": source.records_settings,
         "signatures": {
             BYTES_SIGNATURE: {
-                "inputs": {"image_bytes": "string [N]: complete JPEG files"},
+                "inputs": {
+                    "image_bytes": "string [N]: complete JPEG files; larger than the records' "
+                    "max_short_side, they are first shrunk and re-encoded as make_records "
+                    "stores them (Lanczos, jpeg_quality), in the graph"
+                },
+                "prepare_like_records": {
+                    "max_short_side": source.records_settings.get("max_short_side"),
+                    "jpeg_quality": int(source.records_settings.get("jpeg_quality", 90)),
+                },
                 "outputs": {
                     "p_dog": "float32 [N]; NaN where valid is false",
                     "class_id": "int32 [N]: index into labels; -1 where valid is false",
