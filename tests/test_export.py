@@ -200,6 +200,9 @@ def test_bad_rows_are_flagged_not_guessed(trained, exported):
     alone = serve(image_bytes=tf.constant([good]))["p_dog"].numpy()[0]
     assert out["p_dog"][0] == pytest.approx(alone, abs=1e-6)
     assert out["p_dog"][6] == pytest.approx(alone, abs=1e-6)
+    # An empty request is an empty answer (the Keras model alone fails on one).
+    empty = serve(image_bytes=tf.constant([], tf.string))
+    assert empty["p_dog"].shape == (0,) and empty["valid"].shape == (0,)
     # Why the check is needed: decoding the truncated row would fail the whole batch.
     with pytest.raises(tf.errors.InvalidArgumentError):
         tf.io.decode_jpeg(good[: len(good) // 2])
@@ -253,6 +256,17 @@ def test_tflite_models_agree_with_keras(trained, exported):
 
 def test_errors_say_what_to_do(trained, exported, tmp_path):
     _, model_path = trained
+    command = [sys.executable, "-m", "trainer.export_model", f"--model={model_path}"]
+    result = subprocess.run(
+        [*command, f"--output_dir={exported}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=subprocess_env(),
+    )
+    assert result.returncode == 1
+    assert f"export_model: error: --output_dir={exported} already exists" in result.stderr
+    assert "--overwrite" in result.stderr.splitlines()[-1]
     with pytest.raises(FileExistsError, match="--overwrite"):
         export_lib.export(str(model_path), str(exported))
     with pytest.raises(FileNotFoundError, match="--model="):

@@ -179,6 +179,16 @@ def _p_dog(model: keras.Model, images: tf.Tensor) -> tf.Tensor:
     return tf.cast(model_lib.prob_dog(probabilities), tf.float32)
 
 
+def _p_dog_any_batch(model: keras.Model, images: tf.Tensor) -> tf.Tensor:
+    # The model itself fails on an empty batch (batch norm: "Incompatible shapes: [32] vs.
+    # [0,32,32,3]"); a server may well receive one. Not in the TFLite graph (no control flow).
+    return tf.cond(
+        tf.shape(images)[0] > 0,
+        lambda: _p_dog(model, images),
+        lambda: tf.zeros([0], tf.float32),
+    )
+
+
 def image_size_of(model: keras.Model) -> tuple[int, int]:
     height, width = model.input_shape[1:3]
     return int(height), int(width)
@@ -197,11 +207,11 @@ def write_saved_model(
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     def serve_bytes(image_bytes):
         images, valid = decode_batch(image_bytes, image_size, max_short_side, jpeg_quality)
-        return _outputs(_p_dog(model, images), valid)
+        return _outputs(_p_dog_any_batch(model, images), valid)
 
     @tf.function(input_signature=[tf.TensorSpec([None, *image_size, 3], tf.uint8, name="images")])
     def serve_images(images):
-        p_dog = _p_dog(model, images)
+        p_dog = _p_dog_any_batch(model, images)
         return _outputs(p_dog, tf.ones_like(p_dog, tf.bool))
 
     archive = keras.export.ExportArchive()
