@@ -203,6 +203,9 @@ def test_bad_rows_are_flagged_not_guessed(trained, exported):
     # An empty request is an empty answer (the Keras model alone fails on one).
     empty = serve(image_bytes=tf.constant([], tf.string))
     assert empty["p_dog"].shape == (0,) and empty["valid"].shape == (0,)
+    # Complete-looking bytes with broken headers: an error for the call, not a guess.
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        serve(image_bytes=tf.constant([good, b"\xff\xd8\xff" + b"junk" * 20 + b"\xff\xd9"]))
     # Why the check is needed: decoding the truncated row would fail the whole batch.
     with pytest.raises(tf.errors.InvalidArgumentError):
         tf.io.decode_jpeg(good[: len(good) // 2])

@@ -8,7 +8,11 @@ What ``export`` writes into the output folder:
   - ``serving_default(image_bytes: tf.string [N])``: encoded JPEG files. Each is decoded
     *inside the graph* by ``pipeline.decode.decode_and_resize``, the function
     ``pipeline.dataset.eval_dataset`` decodes the validation records with, so the record
-    bytes ``evaluate`` scores give the same P(dog) here (no train/serve skew; tested).
+    bytes ``evaluate`` scores give the same P(dog) here (no train/serve skew; tested). A
+    photo larger than the training records is first shrunk and re-encoded as
+    ``make_records`` stores it (``like_records``). EXIF orientation is not applied (as
+    ``tf.io.decode_jpeg``; ``make_records`` stores photos upright): clients send upright
+    pixels.
   - ``serving_images(images: tf.uint8 [N, H, W, 3])``: RGB images already at the model's
     input size (what the model itself takes).
 
@@ -28,8 +32,8 @@ starts with the SOI marker and ends with the EOI marker) or it is flagged, never
 ``valid`` False, ``p_dog`` NaN, ``class_id`` -1, ``class_name`` "". That catches the
 common cases (a truncated upload, a PNG, HTML, an empty string) without failing the other
 rows. A file whose markers are intact but whose bytes in between are damaged is decoded
-as it is (JPEG has no checksum; libjpeg only warns), or fails the whole call when its
-headers are broken: an error, never a silently flagged row.
+as it is (JPEG has no checksum; libjpeg only warns), or, when its headers are broken,
+fails the whole call with ``InvalidArgumentError``. An empty batch gets empty outputs.
 """
 
 from __future__ import annotations
@@ -97,7 +101,7 @@ def like_records(encoded: tf.Tensor, max_short_side: int | None, jpeg_quality: i
     libjpeg encoder instead of Pillow's: close, not bit-identical), so a client sending the
     original photo gets nearly what validation saw. Bytes that are already record-sized
     come back unchanged, so record bytes are still served exactly as ``evaluate`` scores
-    them. (EXIF orientation is not applied: see the module docstring of ``export``.)
+    them. (EXIF orientation is not applied: see the module docstring.)
     """
     if not max_short_side:
         return encoded
