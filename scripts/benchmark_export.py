@@ -9,15 +9,18 @@ fed the way it is meant to be used:
   saved_model  serving_default on the records' JPEG bytes (decoded inside the graph)
   tflite       uint8 images decoded by pipeline.dataset.eval_dataset, one per invocation
   originals    serving_default on the original photos the val records were made from
-               (when the records came from a folder): the skew of skipping make_records
+               (when the records came from a folder), prepared like make_records in the
+               graph: the skew a client sending its own photos still sees
 plus, per format, how many val predictions fall on the other side of 0.5 than Keras' and
 the largest |P(dog) difference|.
 
 Latency: one val image, batch 1, median (and 90th percentile) of --runs calls after
---warmup, in a fresh process per thread setting: 1 thread, then the runtime's default
-(TensorFlow: intra/inter-op pools sized by TF; TFLite: num_threads unset). The SavedModel is
-timed twice: from JPEG bytes (decode included) and from uint8 images. The load average is
-recorded before and after each part: these machines are shared.
+--warmup, the formats called round-robin, in a fresh process per thread setting: 1
+thread, then the runtime's default (TensorFlow: intra/inter-op pools sized by TF; TFLite:
+num_threads unset). The SavedModel is timed from a record's JPEG bytes (decode included),
+from uint8 images, and from one original photo (shrunk like make_records in the graph,
+then decoded). The load average is recorded before and after each part: these machines
+are shared.
 """
 
 from __future__ import annotations
@@ -138,24 +141,21 @@ def _accuracy(config: BenchmarkConfig, metadata: dict) -> dict:
     return results
 
 
-def _originals(metadata: dict, signature) -> dict | None:
-    """Serving the *original* photos of the val records, as a client would send them.
+def _val_originals(metadata: dict) -> tuple[list[bytes], list[bytes], list[int]]:
+    """(stored bytes, original photo bytes, labels) of the val records whose photo is found.
 
-    Against the same signature on the records' bytes (which equals Keras, measured
-    above): what skipping make_records' preparation (a 160-px Lanczos copy for the demo's
-    records) costs. None when the records were not made from a folder.
+    Empty when the records were not made from a folder.
     """
-    import numpy as np
     import tensorflow as tf
 
     from records import schema
     from records.manifest import Manifest
 
     folders = [p for p in metadata["records_settings"].get("inputs", []) if os.path.isdir(p)]
-    if not folders:
-        return None
-    manifest = Manifest.load(metadata["records_dir"])
     stored, originals, labels = [], [], []
+    if not folders:
+        return stored, originals, labels
+    manifest = Manifest.load(metadata["records_dir"])
     for serialized in tf.data.TFRecordDataset(manifest.split("val").paths):
         example = schema.parse_example(serialized)
         relative = example[schema.FILENAME].numpy().decode("utf-8", "surrogateescape")
@@ -168,6 +168,22 @@ def _originals(metadata: dict, signature) -> dict | None:
             originals.append(f.read())
         stored.append(example[schema.ENCODED].numpy())
         labels.append(int(example[schema.LABEL]))
+    return stored, originals, labels
+
+
+def _originals(metadata: dict, signature) -> dict | None:
+    """Serving the *original* photos of the val records, as a client would send them.
+
+    Against the same signature on the records' bytes (which equals Keras, measured
+    above): what is left of the skew once the graph prepares them like make_records.
+    None when the records were not made from a folder.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    stored, originals, labels = _val_originals(metadata)
+    if not originals:
+        return None
 
     def p_dog(encoded):
         return np.concatenate(
@@ -219,18 +235,26 @@ def _latency(config: BenchmarkConfig, metadata: dict, threads: int) -> dict:
         runner = interpreter.get_signature_runner()
         array = images[:1]
         calls[f"tflite_{quantization}"] = lambda runner=runner, array=array: runner(images=array)
+    _, originals, _ = _val_originals(metadata)
+    if originals:
+        photo = tf.constant(originals[:1])
+        calls["saved_model_original_photo"] = lambda: from_bytes(image_bytes=photo)["p_dog"].numpy()
     results = {"threads": threads or "default", "load_before": _load()}
-    for name, call in calls.items():
+    for call in calls.values():
         for _ in range(config.warmup):
             call()
-        times = []
-        for _ in range(config.runs):
+    # Round-robin, one call of each format per round: load that drifts during the
+    # measurement (a shared machine) is spread over all formats alike.
+    times = {name: [] for name in calls}
+    for _ in range(config.runs):
+        for name, call in calls.items():
             started = time.perf_counter()
             call()
-            times.append((time.perf_counter() - started) * 1000)
+            times[name].append((time.perf_counter() - started) * 1000)
+    for name, milliseconds in times.items():
         results[name] = {
-            "median_ms": float(np.median(times)),
-            "p90_ms": float(np.percentile(times, 90)),
+            "median_ms": float(np.median(milliseconds)),
+            "p90_ms": float(np.percentile(milliseconds, 90)),
         }
     results["load_after"] = _load()
     return results
@@ -278,9 +302,11 @@ def _table(results: dict) -> str:
         )
     originals = results["accuracy"].get("saved_model_original_photos")
     if originals:
+        key = "saved_model_original_photo"
         lines.append(
             f"| SavedModel, the original photos | {originals['accuracy']:.4f} | "
-            f"{originals['flips_vs_keras']} | | | |"
+            f"{originals['flips_vs_keras']} | (same) | {one[key]['median_ms']:.2f} ms | "
+            f"{default[key]['median_ms']:.2f} ms |"
         )
     return "\n".join(lines)
 
