@@ -56,8 +56,8 @@ class HeadroomConfig:
     strategy: str = setting("auto", "As train --strategy.", choices=strategy_lib.STRATEGIES)
     jit_compile: str = setting(
         "auto",
-        "XLA: auto (what train does: Keras' choice, off on CPU-only hosts and under a "
-        "tf.distribute strategy), on or off.",
+        "XLA: auto (what train does: on a CPU the backbone's measured faster choice; with "
+        "a GPU/TPU Keras' choice, off under a tf.distribute strategy), on or off.",
         choices=tuple(optimizers.JIT_COMPILE),
     )
     steps: int = setting(5, "Timed training steps per measurement.", minimum=1)

@@ -219,6 +219,7 @@ def eval_dataset(
     image_size: int | Sequence[int] = (128, 128),
     cache: bool | str = False,
     input_context: tf.distribute.InputContext | None = None,
+    with_filenames: bool = False,
 ) -> tf.data.Dataset:
     """Evaluation batches: fixed order, no augmentation, every example exactly once.
 
@@ -226,8 +227,14 @@ def eval_dataset(
     ``input_context`` each worker sees its own disjoint share; together they cover the
     split once. ``batch_size`` is global, as in ``train_dataset``.
 
+    ``with_filenames=True`` adds each example's ``image/filename`` (the source name as
+    its original bytes; ``records.sources.display_name`` after a ``surrogateescape``
+    decode shows it), parsed with the rest of the record, so it cannot fall out of step
+    with its image; off by default, as the other callers do not need it.
+
     Returns:
-      A dataset of (uint8 [B, H, W, 3], int32 [B]).
+      A dataset of (uint8 [B, H, W, 3], int32 [B]), or with ``with_filenames``
+      (uint8 [B, H, W, 3], int32 [B], string [B]).
 
     Raises:
       ValueError, FileNotFoundError: As ``train_dataset``.
@@ -252,13 +259,12 @@ def eval_dataset(
         deterministic=True,
         seed=None,
         input_context=input_context,
+        with_filenames=with_filenames,
     )
     examples = _cache(examples, cache)
     batches = examples.batch(per_replica_batch, drop_remainder=False).map(
-        lambda encoded, heights, widths, labels: (
-            to_images(encoded, heights, widths, None),
-            labels,
-        ),
+        # (encoded, heights, widths, labels[, filenames]) -> (images, labels[, filenames])
+        lambda encoded, heights, widths, *rest: (to_images(encoded, heights, widths, None), *rest),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
     return batches.with_options(options(True)).prefetch(tf.data.AUTOTUNE)

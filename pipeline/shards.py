@@ -22,20 +22,22 @@ _READ_CHUNK = 64
 _PARSE_KEYS: tuple[str, ...] = (schema.ENCODED, schema.HEIGHT, schema.WIDTH, schema.LABEL)
 
 
-def _parse_chunk(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+def _parse_chunk(serialized: tf.Tensor, with_filenames: bool = False) -> tuple[tf.Tensor, ...]:
     # tf.io.parse_example on a vector of records: one op call for the whole chunk.
-    features = tf.io.parse_example(
-        serialized, {key: schema.FEATURE_SPEC[key] for key in _PARSE_KEYS}
-    )
-    return (
+    keys = _PARSE_KEYS + ((schema.FILENAME,) if with_filenames else ())
+    features = tf.io.parse_example(serialized, {key: schema.FEATURE_SPEC[key] for key in keys})
+    parsed = (
         features[schema.ENCODED],
         tf.cast(features[schema.HEIGHT], tf.int32),
         tf.cast(features[schema.WIDTH], tf.int32),
         tf.cast(features[schema.LABEL], tf.int32),
     )
+    return parsed + ((features[schema.FILENAME],) if with_filenames else ())
 
 
-def _read_checked_shard(path: tf.Tensor, expected: tf.Tensor) -> tf.data.Dataset:
+def _read_checked_shard(
+    path: tf.Tensor, expected: tf.Tensor, with_filenames: bool = False
+) -> tf.data.Dataset:
     """Parsed examples (encoded, height, width, label) of one shard, in file order; fails
     naming the shard if it is corrupt or truncated.
 
@@ -72,7 +74,7 @@ def _read_checked_shard(path: tf.Tensor, expected: tf.Tensor) -> tf.data.Dataset
             return count + size, tf.identity(chunk)
 
     checked = with_end.scan(tf.constant(0, tf.int64), count_and_check)
-    return checked.map(_parse_chunk).unbatch()
+    return checked.map(lambda chunk: _parse_chunk(chunk, with_filenames)).unbatch()
 
 
 def read_examples(
@@ -83,9 +85,11 @@ def read_examples(
     deterministic: bool,
     seed: int | None,
     input_context: tf.distribute.InputContext | None,
+    with_filenames: bool = False,
 ) -> tf.data.Dataset:
     """Parsed (encoded, height, width, label) of ``files``, this worker's share only,
-    interleaved record by record."""
+    interleaved record by record; with ``with_filenames``, the raw ``image/filename``
+    bytes as a fifth element (parsed in the same call, so in the same order)."""
     num_pipelines = input_context.num_input_pipelines if input_context else 1
     pipeline_id = input_context.input_pipeline_id if input_context else 0
     file_ds = tf.data.Dataset.from_tensor_slices((files, tf.constant(counts, tf.int64)))
@@ -109,7 +113,7 @@ def read_examples(
     if training and not shard_examples:
         file_ds = file_ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     records = file_ds.interleave(
-        _read_checked_shard,
+        lambda path, expected: _read_checked_shard(path, expected, with_filenames),
         cycle_length=min(len(files), _MAX_CYCLE_LENGTH),
         block_length=1,
         num_parallel_calls=tf.data.AUTOTUNE,

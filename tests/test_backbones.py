@@ -30,6 +30,10 @@ BOUNDARIES = {
         "freeze_layers": (None, "small_cnn_input"),
         "fine_tune": (None, "small_cnn_input"),
     },
+    "efficientnet_lite0": {
+        "freeze_layers": ("head_relu6", None),
+        "fine_tune": ("block14_add", "block15_expand_conv"),
+    },
     "mobilenetv2": {
         "freeze_layers": ("out_relu", None),
         "fine_tune": ("block_12_add", "block_13_expand"),
@@ -88,6 +92,8 @@ def test_build_freeze_unfreeze_save_and_reload(name, tmp_path):
         ("resnet50", keras.applications.resnet50.preprocess_input),
         ("mobilenetv2", keras.applications.mobilenet_v2.preprocess_input),
         ("small_cnn", lambda x: x / 255.0),
+        # The EfficientNet-Lite reference preprocessing (not mobilenet's x / 127.5 - 1).
+        ("efficientnet_lite0", lambda x: (x - 127.0) / 128.0),
     ],
 )
 def test_preprocessing_matches_keras_eagerly_and_in_dataset_map(name, reference):

@@ -77,6 +77,27 @@ def test_eval_sees_every_example_once_with_its_label(records):
     assert [label for _, label in seen] == labels
 
 
+def test_eval_with_filenames_gives_each_image_its_own_name(tmp_path):
+    items = _split_items(9, 700)
+    # A name that is not UTF-8 (stored as its bytes, as make_records stores it).
+    items[4] = (items[4][0], items[4][1], "cat.\udcff.jpg")
+    write_records(tmp_path / "records", {"val": items}, num_shards=3)
+    fingerprints = _eval_fingerprints(items)
+    manifest = Manifest.load(str(tmp_path / "records"))
+    ds = dataset.eval_dataset(manifest, 4, image_size=(32, 32), with_filenames=True)
+    seen = []
+    for images, labels, filenames in ds.as_numpy_iterator():
+        for image, label, raw in zip(images, labels, filenames):
+            name = raw.decode("utf-8", "surrogateescape")
+            # The name belongs to this very image, and so does the label.
+            assert fingerprints[image.tobytes()] == (name, label)
+            seen.append(name)
+    assert sorted(seen) == sorted(name for _, _, name in items)
+    # Without the option: the same images in the same order, and pairs as before.
+    plain = _collect(dataset.eval_dataset(manifest, 4, image_size=(32, 32)))
+    assert [fingerprints[image.tobytes()][0] for image in plain[0]] == seen
+
+
 def test_deterministic_mode_reproduces_batches(records):
     records_dir, _ = records
 

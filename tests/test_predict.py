@@ -33,10 +33,11 @@ IMAGE_SIZE = (32, 32)
 HUGE = f"image too large: 9000x9000 = 81000000 pixels (limit {images.MAX_PIXELS})"
 
 
-def _brightness_model(path, *, top_half=False, head="softmax", sharpness=20.0):
+def _brightness_model(path, *, top_half=False, left_half=False, head="softmax", sharpness=20.0):
     """Saves a model whose P(dog) = sigmoid(2 * sharpness * (brightness - 0.5)).
 
-    Brightness is the mean pixel value in 0..1 of the whole picture, or of its top half.
+    Brightness is the mean pixel value in 0..1 of the whole picture, or of its top or
+    left half.
     With the softmax head, column 1 is dog: a model that mixed up the columns would call
     bright pictures cats.
     """
@@ -44,6 +45,8 @@ def _brightness_model(path, *, top_half=False, head="softmax", sharpness=20.0):
     x = keras.layers.Rescaling(1 / 255)(inputs)
     if top_half:
         x = keras.layers.Cropping2D(((0, IMAGE_SIZE[0] // 2), (0, 0)))(x)
+    if left_half:
+        x = keras.layers.Cropping2D(((0, 0), (0, IMAGE_SIZE[1] // 2)))(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     if head == "softmax":
         dense = keras.layers.Dense(2, activation="softmax")
@@ -185,6 +188,49 @@ def test_file_names_that_are_not_utf8(model_path, tmp_path):
         ("test1/\\xfe.jpg", "\\xfe")
     ]
     assert [e["name"] for e in _sidecar(output, "ignored")] == ["test1/notes \\xe9.txt"]
+
+
+def test_tta_flip_averages_each_image_and_its_mirror(tmp_path):
+    # P(dog) = brightness of the left half; the pictures are bright on one side only, so
+    # the mirror's answer is the opposite one.
+    model_path = _brightness_model(tmp_path / "model" / "model.keras", left_half=True)
+    folder = tmp_path / "test1"
+    folder.mkdir()
+    for image_id, bright_left in ((1, True), (2, False), (3, True)):
+        pixels = np.full((40, 56, 3), 30, np.uint8)
+        (pixels[:, :28] if bright_left else pixels[:, 28:])[...] = 220
+        pixels[image_id] = 128  # each image a little different
+        Image.fromarray(pixels).save(folder / f"{image_id}.jpg", "JPEG", quality=95)
+    outputs = {}
+    for tta in ("none", "flip"):
+        outputs[tta] = tmp_path / f"{tta}.csv"
+        summary = predict_lib.predict(str(model_path), str(folder), str(outputs[tta]), tta=tta)
+        assert summary["tta"] == tta
+    # Two manual passes over the images exactly as predict prepares them.
+    model = keras.models.load_model(model_path)
+    items = unlabelled.list_unlabelled(str(folder)).images
+    images = np.stack(
+        [
+            image.numpy()
+            for _, image in predict_lib.image_dataset(
+                items, predict_lib.RecordSettings(), IMAGE_SIZE, {}
+            )
+        ]
+    )
+    plain = np.asarray(model.predict_on_batch(images))[:, 1]
+    mirrored = np.asarray(model.predict_on_batch(images[:, :, ::-1].copy()))[:, 1]
+    assert np.all(np.abs(plain - mirrored) > 0.9)  # the flip matters here
+    ids = [predict_lib.submission_id(item.name) for item in items]
+    np.testing.assert_allclose(
+        [dict(_read_submission(outputs["none"]))[i] for i in ids], plain, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        [dict(_read_submission(outputs["flip"]))[i] for i in ids],
+        (plain + mirrored) / 2,
+        atol=1e-6,
+    )
+    with pytest.raises(ValueError, match="tta='twice'"):
+        predict_lib.predict(str(model_path), str(folder), str(tmp_path / "x.csv"), tta="twice")
 
 
 def _sideways_photo(orientation: int) -> bytes:

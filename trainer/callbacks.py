@@ -12,7 +12,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from trainer import resume
+from trainer import progress, resume
 
 BACKUP_SUBDIR = "backup"
 BEST_MODEL_NAME = "best.keras"
@@ -274,6 +274,7 @@ def make_callbacks(
     early_stopping_patience: int,
     append_history: bool,
     tensorboard: bool = True,
+    progress_mode: str = progress.LINES,
 ) -> tuple[list[keras.callbacks.Callback], Throughput, keras.callbacks.ModelCheckpoint]:
     """Builds the run's callbacks.
 
@@ -288,6 +289,8 @@ def make_callbacks(
       early_stopping_patience: Epochs without val_accuracy improving; 0 disables.
       append_history: Append to an existing history CSV (when resuming).
       tensorboard: Whether to write TensorBoard logs.
+      progress_mode: ``progress.BAR`` (a bar within each epoch) or ``progress.LINES``;
+        either way one line per epoch (``progress.EpochProgress``).
 
     Returns:
       (callbacks in order, the throughput meter, the best-model checkpoint).
@@ -307,6 +310,8 @@ def make_callbacks(
         best,
         # After Throughput, so the CSV gets its train_images_per_sec column.
         keras.callbacks.CSVLogger(os.path.join(write_dir, HISTORY_NAME), append=append_history),
+        # After Throughput and InputWait, so its epoch line has their figures.
+        progress.EpochProgress(global_batch_size, progress_mode),
     ]
     early_stopping = None
     if early_stopping_patience > 0:

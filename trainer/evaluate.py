@@ -2,8 +2,14 @@ r"""Evaluates a saved model on a split of a records directory.
 
   evaluate --model=build/model/model.keras --records_dir=build/records --split=val
 
-Writes <output_prefix>.json and <output_prefix>.txt (default: next to the model,
-eval_<split>.*): accuracy, loss, Kaggle log loss, ROC AUC and the confusion matrix.
+Writes, under <output_prefix> (default: next to the model, eval_<split>, or
+eval_<split>_tta_flip with --tta=flip):
+
+* <prefix>.json and <prefix>.txt: accuracy, loss, Kaggle log loss, ROC AUC, the
+  confusion matrix and the most confident mistakes (file name, true label, P(dog));
+* <prefix>_confusion.png: the confusion matrix, counts and row percentages;
+* <prefix>_mistakes.png: the --num_mistakes most confident mistakes (highest log loss
+  first) as the model saw them, each titled with its file name, true label and P(dog).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import os
 from absl import logging
 
 from records import config_flags
+from trainer import tta as tta_lib
 
 setting = config_flags.setting
 
@@ -28,28 +35,74 @@ class EvaluateConfig:
     split: str = setting("val", "Which split to evaluate.")
     batch_size: int = setting(64, "Batch size.", minimum=1)
     output_prefix: str | None = setting(
-        None, "Output path without extension (default: <model dir>/eval_<split>)."
+        None,
+        "Output path without extension (default: <model dir>/eval_<split>, "
+        "+ _tta_<mode> with --tta).",
+    )
+    tta: str = setting(
+        "none",
+        "Test-time augmentation: flip averages P(dog) over each image and its mirror.",
+        choices=tta_lib.TTA_MODES,
+    )
+    num_mistakes: int = setting(
+        16, "Most confident mistakes to show in <prefix>_mistakes.png (0: no picture).", minimum=0
     )
 
     def __post_init__(self):
         config_flags.check(self)
 
 
-def main(config: EvaluateConfig) -> int:
-    from trainer import evaluation
+def output_prefix(config: EvaluateConfig) -> str:
+    """Where the outputs go, without extension (see the module docstring)."""
+    if config.output_prefix:
+        return config.output_prefix
+    name = f"eval_{config.split}" + ("" if config.tta == "none" else f"_tta_{config.tta}")
+    return os.path.join(os.path.dirname(os.path.abspath(config.model)), name)
 
-    prefix = config.output_prefix or os.path.join(
-        os.path.dirname(os.path.abspath(config.model)), f"eval_{config.split}"
+
+def main(config: EvaluateConfig) -> int:
+    from trainer import evaluation, plots
+
+    prefix = output_prefix(config)
+    result = evaluation.evaluate(
+        config.model,
+        config.records_dir,
+        config.split,
+        config.batch_size,
+        tta=config.tta,
+        num_mistakes=config.num_mistakes,
     )
-    metrics = evaluation.evaluate(config.model, config.records_dir, config.split, config.batch_size)
+    metrics, mistakes = result.metrics, result.mistakes
     report = evaluation.format_report(metrics)
     os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
-    with open(prefix + ".json", "w") as f:
-        json.dump(metrics, f, indent=2)
-    with open(prefix + ".txt", "w") as f:
+    with open(prefix + ".json", "w", encoding="utf-8") as f:
+        json.dump(metrics, f, indent=2, ensure_ascii=False)
+    with open(prefix + ".txt", "w", encoding="utf-8") as f:
         f.write(report)
+    names = metrics["class_names"]
+    where = f"{config.split}, tta={config.tta}"
+    confusion_png = plots.plot_confusion(
+        metrics["confusion_matrix"],
+        names,
+        prefix + "_confusion.png",
+        f"{where}: accuracy {metrics['accuracy']:.3f}",
+    )
+    pictures = [confusion_png]
     print(report, end="")
-    logging.info("wrote %s.json and %s.txt", prefix, prefix)
+    print(f"confusion matrix: {confusion_png}")
+    if config.num_mistakes:
+        mistakes_png = plots.plot_mistakes(
+            mistakes.images,
+            mistakes.filenames,
+            mistakes.labels,
+            mistakes.prob_dog,
+            names,
+            prefix + "_mistakes.png",
+            f"{where}: the {len(mistakes.labels)} most confident mistakes (highest loss first)",
+        )
+        pictures.append(mistakes_png)
+        print(f"most confident mistakes: {mistakes_png}")
+    logging.info("wrote %s.json, %s.txt and %s", prefix, prefix, " and ".join(pictures))
     return 0
 
 

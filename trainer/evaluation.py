@@ -1,9 +1,14 @@
 """Evaluation of a saved model on a split of a records directory (the `evaluate` library).
 
-Metrics: accuracy, loss, Kaggle log loss, ROC AUC and the confusion matrix.
+Metrics: accuracy, loss, Kaggle log loss, ROC AUC and the confusion matrix; and the
+split's most confident mistakes (the top N by per-example log loss), with their images
+as the model saw them and the file names they came from.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import time
 
 import keras
 import numpy as np
@@ -11,8 +16,10 @@ import scipy.stats
 from absl import logging
 
 from pipeline import dataset as dataset_lib
+from records import sources
 from records.manifest import Manifest
 from trainer import model as model_lib
+from trainer import tta as tta_lib
 
 # Kaggle's log loss clips predictions to [eps, 1 - eps] so one confident mistake is finite.
 _LOG_LOSS_EPS = 1e-15
@@ -27,6 +34,115 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
         return None
     u_statistic = scipy.stats.mannwhitneyu(positives, negatives).statistic
     return float(u_statistic / (len(positives) * len(negatives)))
+
+
+def example_log_loss(labels: np.ndarray, prob_dog: np.ndarray) -> np.ndarray:
+    """Each example's log loss, -log P(true class), clipped like Kaggle's."""
+    labels = np.asarray(labels).astype(np.int64)
+    clipped = np.clip(np.asarray(prob_dog, dtype=np.float64), _LOG_LOSS_EPS, 1 - _LOG_LOSS_EPS)
+    return -(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped))
+
+
+def select_mistakes(
+    labels: np.ndarray, prob_dog: np.ndarray, num: int, positions: np.ndarray | None = None
+) -> np.ndarray:
+    """Indices of the ``num`` most confident mistakes, highest loss first.
+
+    A mistake is an example whose predicted class (dog when P(dog) > 0.5, the argmax of
+    either head) is not its label; they are ranked by ``example_log_loss``, ties by
+    ``positions`` (default: the index), so the choice does not depend on batching.
+
+    Args:
+      labels: int labels [N] (dog = 1).
+      prob_dog: P(dog) [N].
+      num: How many at most (fewer when there are fewer mistakes).
+      positions: Each example's place in the split [N], for the tie order.
+
+    Returns:
+      int indices into the arrays, at most ``num``.
+    """
+    labels = np.asarray(labels).astype(np.int64)
+    prob_dog = np.asarray(prob_dog)
+    positions = np.arange(len(labels)) if positions is None else np.asarray(positions)
+    wrong = np.flatnonzero((prob_dog > 0.5).astype(np.int64) != labels)
+    losses = example_log_loss(labels[wrong], prob_dog[wrong])
+    # lexsort sorts by its last key first: loss descending, then position ascending.
+    order = np.lexsort((positions[wrong], -losses))
+    return wrong[order[: max(num, 0)]]
+
+
+@dataclasses.dataclass
+class Mistakes:
+    """The most confident mistakes of a split, highest loss first.
+
+    Attributes:
+      images: uint8 [n, H, W, 3], as the model saw them (the eval decode, unflipped).
+      labels: int [n] true labels.
+      prob_dog: float [n] P(dog) (after test-time augmentation, if any).
+      filenames: The source names stored in the records (escaped when not UTF-8).
+      positions: Each one's place in the split's fixed eval order.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    prob_dog: np.ndarray
+    filenames: list[str]
+    positions: np.ndarray
+
+    @property
+    def losses(self) -> np.ndarray:
+        return example_log_loss(self.labels, self.prob_dog)
+
+    @classmethod
+    def empty(cls, image_shape: tuple[int, ...]) -> Mistakes:
+        return cls(
+            np.zeros((0, *image_shape), np.uint8),
+            np.zeros(0, np.int64),
+            np.zeros(0),
+            [],
+            np.zeros(0, np.int64),
+        )
+
+    def merge(self, other: Mistakes, num: int) -> Mistakes:
+        """The top ``num`` mistakes of both (keeps memory at ``num`` images)."""
+        labels = np.concatenate([self.labels, other.labels])
+        prob_dog = np.concatenate([self.prob_dog, other.prob_dog])
+        positions = np.concatenate([self.positions, other.positions])
+        keep = select_mistakes(labels, prob_dog, num, positions)
+        filenames = self.filenames + other.filenames
+        return Mistakes(
+            np.concatenate([self.images, other.images])[keep],
+            labels[keep],
+            prob_dog[keep],
+            [filenames[i] for i in keep],
+            positions[keep],
+        )
+
+    def as_list(self, class_names) -> list[dict]:
+        """JSON-ready rows: file name, true label, P(dog), loss."""
+        return [
+            {
+                "filename": name,
+                "true_label": class_names[label],
+                "prob_dog": float(p),
+                "log_loss": float(loss),
+            }
+            for name, label, p, loss in zip(self.filenames, self.labels, self.prob_dog, self.losses)
+        ]
+
+
+def display_filename(raw: bytes) -> str:
+    """``image/filename`` bytes -> the name as the manifest and logs show it (escaped
+    ``\\xff`` where it is not UTF-8)."""
+    return sources.display_name(raw.decode("utf-8", "surrogateescape"))
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """What ``evaluate`` returns: the metrics (JSON-ready) and the top mistakes."""
+
+    metrics: dict
+    mistakes: Mistakes
 
 
 def classification_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict:
@@ -55,21 +171,58 @@ def classification_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dic
     }
 
 
-def evaluate(model_path: str, records_dir: str, split: str = "val", batch_size: int = 64) -> dict:
-    """Runs the model over every example of `split` once and computes its metrics.
+def evaluate(
+    model_path: str,
+    records_dir: str,
+    split: str = "val",
+    batch_size: int = 64,
+    tta: str = "none",
+    num_mistakes: int = 16,
+) -> Evaluation:
+    """Runs the model over every example of `split` once; its metrics and top mistakes.
+
+    Args:
+      model_path: A ``.keras`` model saved by ``train``.
+      records_dir: Directory made by ``make_records``.
+      split: Which split.
+      batch_size: Images per model call.
+      tta: Test-time augmentation, one of ``trainer.tta.TTA_MODES``.
+      num_mistakes: How many of the most confident mistakes to keep (with images).
 
     Raises:
-      FileNotFoundError, ValueError: Missing model or records, unknown split.
+      FileNotFoundError, ValueError: Missing model or records, unknown split or tta.
     """
+    tta_lib.check_mode(tta)  # Before the slow model load.
     manifest = Manifest.load(records_dir)
     manifest.split(split)  # A clear error for an unknown split, before loading the model.
     model = model_lib.load_model(model_path)
     image_size = tuple(model.input_shape[1:3])
-    data = dataset_lib.eval_dataset(manifest, batch_size, split=split, image_size=image_size)
+    data = dataset_lib.eval_dataset(
+        manifest, batch_size, split=split, image_size=image_size, with_filenames=True
+    )
     all_labels, all_probabilities = [], []
-    for images, labels in data:
-        all_probabilities.append(np.asarray(model.predict_on_batch(images)))
-        all_labels.append(labels.numpy())
+    mistakes = Mistakes.empty((*image_size, 3))
+    seen = 0
+    start = time.perf_counter()
+    for images, labels, filenames in data:
+        probabilities = tta_lib.predict_batch(model, images, tta)
+        labels = labels.numpy()
+        all_probabilities.append(probabilities)
+        all_labels.append(labels)
+        # Keep only the running top N (with their images): memory stays at N images
+        # however large the split is.
+        mistakes = mistakes.merge(
+            Mistakes(
+                images.numpy(),
+                labels,
+                model_lib.prob_dog(probabilities),
+                [display_filename(raw) for raw in filenames.numpy()],
+                seen + np.arange(len(labels)),
+            ),
+            num_mistakes,
+        )
+        seen += len(labels)
+    seconds = time.perf_counter() - start
     labels = np.concatenate(all_labels)
     metrics = classification_metrics(labels, np.concatenate(all_probabilities))
     expected = manifest.num_examples(split)
@@ -85,8 +238,15 @@ def evaluate(model_path: str, records_dir: str, split: str = "val", batch_size: 
         records_dir=records_dir,
         split=split,
         class_names=list(manifest.class_names),
+        tta=tta,
+        # Reading, decoding and the model passes (not loading the model).
+        seconds=seconds,
+        top_mistakes=mistakes.as_list(manifest.class_names),
     )
-    return metrics
+    logging.info(
+        "evaluated %d examples of %s with tta=%s in %.1f s", len(labels), split, tta, seconds
+    )
+    return Evaluation(metrics, mistakes)
 
 
 def format_report(metrics: dict) -> str:
@@ -96,6 +256,7 @@ def format_report(metrics: dict) -> str:
     lines = [
         f"model:     {metrics.get('model')}",
         f"split:     {metrics.get('split')} ({metrics['num_examples']} examples)",
+        f"tta:       {metrics.get('tta', 'none')}",
         f"accuracy:  {metrics['accuracy']:.4f}",
         f"loss:      {metrics['loss']:.4f}",
         f"log loss:  {metrics['log_loss']:.4f}",
@@ -105,4 +266,11 @@ def format_report(metrics: dict) -> str:
     ]
     for name, row in zip(names, metrics["confusion_matrix"]):
         lines.append(f"{name:>10}" + "".join(f"{v:>10d}" for v in row))
+    mistakes = metrics.get("top_mistakes") or []
+    if mistakes:
+        lines.append(f"most confident mistakes ({len(mistakes)}, highest loss first):")
+        lines.extend(
+            f"  {m['filename']}  true {m['true_label']}  P(dog) {m['prob_dog']:.3f}"
+            for m in mistakes
+        )
     return "\n".join(lines) + "\n"

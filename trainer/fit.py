@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import shutil
+import sys
 import tempfile
 
 import keras
@@ -21,8 +22,9 @@ from absl import logging
 
 from records.manifest import Manifest
 from trainer import callbacks as callbacks_lib
+from trainer import features as features_lib
 from trainer import model as model_lib
-from trainer import optimizers, plots, precision, resume
+from trainer import optimizers, plots, precision, progress, resume
 from trainer import strategy as strategy_lib
 from trainer.config import TrainConfig
 from trainer.data import TrainData, make_data, model_augmenter
@@ -77,7 +79,7 @@ def compile_model(
             "sparse_categorical_crossentropy" if config.head == "softmax" else "binary_crossentropy"
         ),
         metrics=["accuracy"],
-        jit_compile=optimizers.JIT_COMPILE[config.jit_compile],
+        jit_compile=optimizers.jit_compile(config.jit_compile, config.backbone),
     )
 
 
@@ -112,6 +114,7 @@ def _run_phase(run: _Run, phase: _Phase, append_history: bool) -> None:
         early_stopping_patience=config.early_stopping_patience,
         append_history=append_history,
         tensorboard=config.tensorboard,
+        progress_mode=progress.progress_mode(sys.stdout),
     )
     # A resumed phase then puts its backup's best in place (resume.BackupAndRestore).
     best.best, best.best_epoch = run.best, run.best_epoch
@@ -124,7 +127,9 @@ def _run_phase(run: _Run, phase: _Phase, append_history: bool) -> None:
             validation_data=run.data.val,
             validation_steps=run.data.validation_steps,
             callbacks=callbacks,
-            verbose=2,
+            # callbacks_lib's EpochProgress prints instead: a bar within the epoch on a
+            # terminal, exactly one line per epoch elsewhere (trainer/progress.py).
+            verbose=0,
         )
     run.images_per_sec.extend(throughput.per_epoch)
     run.best, run.best_epoch = best.best, best.best_epoch
@@ -191,7 +196,6 @@ def train(config: TrainConfig) -> dict:
         keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    data = make_data(config, manifest, strategy)
 
     chief = strategy_lib.is_chief(strategy)
     label = strategy_lib.worker_label(strategy)
@@ -203,6 +207,13 @@ def train(config: TrainConfig) -> dict:
         config.model_dir, callbacks_lib.BACKUP_SUBDIR if chief else f"backup_{label}"
     )
     fit_model, inference_model = build_models(config, strategy)
+    feature_cache = None
+    if config.input_mode == features_lib.INPUT_MODE:
+        feature_cache = features_lib.compute(inference_model, manifest, config.batch_size)
+        with strategy.scope():
+            # Phase one trains the head's layers (shared with inference_model) on features.
+            fit_model = features_lib.head_model(inference_model)
+    data = make_data(config, manifest, strategy, feature_cache)
     logging.info(
         "training %s: %d epochs x %d steps, global batch %d (%d per replica x %d replicas), "
         "policy %s",
@@ -251,6 +262,12 @@ def train(config: TrainConfig) -> dict:
         # The killed run may have written rows for epochs after its last backup.
         resume.truncate_history(history_csv, resume_state["epoch"])
     for phase in phases[start:]:
+        if phase.index > 0 and feature_cache is not None:
+            # Fine-tuning trains base layers, so it streams images through the whole model.
+            run.data = make_data(
+                dataclasses.replace(config, input_mode="stream"), manifest, strategy
+            )
+            run.fit_model = inference_model
         _run_phase(run, phase, append_history=phase.index > 0 or resume_state is not None)
 
     inference_model.save(os.path.join(write_dir, MODEL_NAME))
@@ -264,6 +281,16 @@ def train(config: TrainConfig) -> dict:
             sum(run.images_per_sec) / len(run.images_per_sec) if run.images_per_sec else None
         ),
         "train_images_per_sec_per_epoch": run.images_per_sec,
+        # --input_mode=features: the one pass through the base (the epochs' images/s above
+        # count feature vectors through the head).
+        "feature_cache": (
+            {
+                "seconds": feature_cache.seconds,
+                "images_per_sec": feature_cache.images_per_sec,
+            }
+            if feature_cache is not None
+            else None
+        ),
         **_history_metrics(history_csv),
         "settings": dataclasses.asdict(config),
         # How the training images were stored: predict prepares its inputs the same way.

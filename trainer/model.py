@@ -78,7 +78,8 @@ def resolve_weights(
     """Returns the weights file to load into the base, or None for random weights.
 
     Args:
-      weights: "imagenet" (Keras download, cached in $KERAS_HOME/models), "none", or a path.
+      weights: "imagenet" (Keras download, or a conversion from a locally installed
+        package, cached in $KERAS_HOME/models), "none", or a path.
       backbone: Whose ImageNet file "imagenet" means.
       image_size: The input size (MobileNetV2 has one ImageNet file per size).
 
@@ -99,6 +100,8 @@ def resolve_weights(
         # Where Keras itself caches it: $KERAS_HOME (default ~/.keras) / models.
         keras_home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
         cache = os.path.join(keras_home, "models")
+        if standard.convert is not None:
+            return _converted_weights(standard, backbone, cache)
         previous_timeout = socket.getdefaulttimeout()
         socket.setdefaulttimeout(_DOWNLOAD_TIMEOUT_S)
         try:
@@ -133,6 +136,21 @@ def resolve_weights(
             + (f" like {expected}" if expected else "")
         )
     return weights
+
+
+def _converted_weights(standard: backbones.ImageNetWeights, backbone: str, cache: str) -> str:
+    """The cached file ``standard.convert`` writes from a local package: converted on first use."""
+    path = os.path.join(cache, standard.file_name)
+    if os.path.isfile(path):
+        return path
+    logging.info("converting the %s ImageNet weights once into %s", backbone, path)
+    try:
+        standard.convert(path)
+    except (FileNotFoundError, ValueError, OSError) as e:
+        raise WeightsError(
+            f"no {backbone} ImageNet weights: {e}. Or train from scratch with --weights=none"
+        ) from None
+    return path
 
 
 def _weights_and_freeze(config: ModelConfig) -> tuple[str, int]:

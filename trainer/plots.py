@@ -1,11 +1,14 @@
-"""The training-curves PNG (loss and accuracy, train vs val, per epoch)."""
+"""The pictures: training curves, and evaluate's confusion matrix and mistakes grid."""
 
 from __future__ import annotations
+
+import math
 
 import matplotlib
 
 matplotlib.use("Agg")  # No display on servers; must be set before pyplot is imported.
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
@@ -32,6 +35,82 @@ def plot_history(history_csv: str, output_png: str) -> str:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
+    fig.savefig(output_png, dpi=100)
+    plt.close(fig)
+    return output_png
+
+
+def plot_confusion(confusion, class_names, output_png: str, title: str = "") -> str:
+    """The confusion matrix as a picture: counts and row percentages in each cell.
+
+    Args:
+      confusion: [K, K] counts, rows = true class, columns = predicted class.
+      class_names: The K class names, in label order.
+      output_png: Where to write it.
+      title: Above the matrix (e.g. the split and the accuracy).
+
+    Returns:
+      ``output_png``.
+    """
+    counts = np.asarray(confusion, dtype=np.int64)
+    totals = counts.sum(axis=1, keepdims=True)
+    # Row percentages: how each true class is predicted (a row with no examples is 0%).
+    shares = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for (row, column), count in np.ndenumerate(counts):
+        share = shares[row, column]
+        ax.text(
+            column,
+            row,
+            f"{count}\n{100 * share:.1f}%",
+            ha="center",
+            va="center",
+            color="white" if share > 0.5 else "black",
+        )
+    ticks = range(len(class_names))
+    ax.set_xticks(ticks, class_names)
+    ax.set_yticks(ticks, [f"{name}\n({total})" for name, total in zip(class_names, totals[:, 0])])
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true (examples)")
+    ax.set_title(title or "confusion matrix")
+    fig.tight_layout()
+    fig.savefig(output_png, dpi=100)
+    plt.close(fig)
+    return output_png
+
+
+def plot_mistakes(
+    images, filenames, labels, prob_dog, class_names, output_png: str, title: str = ""
+) -> str:
+    """A grid of mistakes, each tile titled with its file name, true label and P(dog).
+
+    Args:
+      images: uint8 [n, H, W, 3], as the model saw them.
+      filenames: The n source names (as stored in the records' ``image/filename``).
+      labels: The n true labels.
+      prob_dog: The n P(dog).
+      class_names: Class names in label order.
+      output_png: Where to write it.
+      title: Above the grid.
+
+    Returns:
+      ``output_png`` (with a "no mistakes" note when n is 0).
+    """
+    count = len(images)
+    columns = max(1, min(4, count))
+    rows = max(1, math.ceil(count / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3.2 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, name, label, p in zip(axes.flat, images, filenames, labels, prob_dog):
+        ax.imshow(image)
+        # The whole stored name: it is how a user finds the original photo.
+        ax.set_title(f"{name}\ntrue {class_names[label]}, P(dog) {p:.3f}", fontsize=8)
+    if count == 0:
+        axes[0, 0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
+    fig.suptitle(title or f"{count} most confident mistakes")
+    fig.tight_layout(rect=(0, 0, 1, 0.98))  # room for the suptitle
     fig.savefig(output_png, dpi=100)
     plt.close(fig)
     return output_png

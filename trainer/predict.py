@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 
 from records import config_flags
+from trainer import tta as tta_lib
 
 setting = config_flags.setting
 
@@ -41,6 +42,11 @@ class PredictConfig:
         "Records the model was trained on; images are prepared with their settings "
         "(default: the records_dir in metrics.json beside --model).",
     )
+    tta: str = setting(
+        "none",
+        "Test-time augmentation: flip averages P(dog) over each image and its mirror.",
+        choices=tta_lib.TTA_MODES,
+    )
 
     def __post_init__(self):
         config_flags.check(self)
@@ -56,6 +62,7 @@ def main(config: PredictConfig) -> int:
         config.batch_size,
         config.bad_image_label,
         config.records_dir,
+        config.tta,
     )
     print(
         f"wrote {summary['output']}: {summary['predicted']} of {summary['images']} images "

