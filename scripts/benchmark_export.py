@@ -96,7 +96,7 @@ def _accuracy(config: BenchmarkConfig, metadata: dict) -> dict:
     encoded, images, labels = _val(metadata)
     results = {}
     started = time.perf_counter()
-    evaluated = evaluation.evaluate(config.model, metadata["records_dir"], "val")
+    evaluated = evaluation.evaluate(config.model, metadata["records_dir"], "val").metrics
     model = model_lib.load_model(config.model)
     keras_p = np.concatenate(
         [

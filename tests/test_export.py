@@ -138,7 +138,7 @@ def test_saved_model_without_keras_matches_evaluate(trained, exported, tmp_path)
     served = json.loads(result.stdout.strip().splitlines()[-1])
 
     # evaluate's own numbers for the same records.
-    metrics = evaluation.evaluate(str(model_path), str(records_dir), "val", batch_size=5)
+    metrics = evaluation.evaluate(str(model_path), str(records_dir), "val", batch_size=5).metrics
     p_dog = np.array(served["p_dog"])
     assert served["valid"] == [True] * len(labels)
     reference = model_lib.load_model(str(model_path))
