@@ -175,6 +175,10 @@ def test_metadata(trained, exported):
     assert {"model_float16.tflite", "model_int8.tflite", "saved_model/saved_model.pb"} <= written
     for name, info in metadata["files"].items():
         assert info["sha256"] == export_lib.sha256_file(str(exported / name)), name
+    # Each weight stored once (tracking the model in the archive stored them twice).
+    weights_bytes = sum(w.numpy().nbytes for w in model_lib.load_model(str(model_path)).weights)
+    stored = sum(info["bytes"] for name, info in metadata["files"].items() if "/variables/" in name)
+    assert weights_bytes <= stored < 1.2 * weights_bytes
 
 
 def test_bad_rows_are_flagged_not_guessed(trained, exported):
