@@ -1,0 +1,369 @@
+"""Tests for trainer/export.py and the export_model command.
+
+One tiny model is trained on tiny records (a few seconds) and exported once per module;
+the tests then check the SavedModel from a process that has neither Keras nor this
+project, the bad-input rows, and the TFLite models against the Keras model.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import (
+    TINY_TRAIN_SETTINGS,
+    make_jpeg_bytes,
+    subprocess_env,
+    write_records,
+)
+
+from pipeline import dataset as dataset_lib
+from pipeline import decode, shards
+from records import schema
+from records.manifest import Manifest
+from trainer import evaluation, fit
+from trainer import export as export_lib
+from trainer import model as model_lib
+from trainer.config import TrainConfig
+
+IMAGE_SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(records_dir, model.keras) of a tiny small_cnn trained for 4 steps."""
+    root = tmp_path_factory.mktemp("export")
+
+    def examples(count, offset):
+        # Sizes around and above the input size, so the DCT-ratio branch is taken too.
+        return [
+            (
+                make_jpeg_bytes(40 + 40 * (i % 3), 56 + 24 * (i % 2), seed=offset + i),
+                i % 2,
+                f"{schema.CLASS_NAMES[i % 2]}.{offset + i}.jpg",
+            )
+            for i in range(count)
+        ]
+
+    records_dir = root / "records"
+    write_records(records_dir, {"train": examples(24, 0), "val": examples(12, 500)})
+    config = TrainConfig(
+        records_dir=str(records_dir),
+        model_dir=str(root / "model"),
+        epochs=1,
+        steps_per_epoch=4,
+        augment="none",
+        **{**TINY_TRAIN_SETTINGS, "backbone": "small_cnn", "pooling": "avg"},
+    )
+    fit.train(config)
+    return records_dir, root / "model" / fit.MODEL_NAME
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory):
+    """The export_model command's output folder, made by a real `python -m` process."""
+    _, model_path = trained
+    output_dir = tmp_path_factory.mktemp("out") / "export"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trainer.export_model",
+            f"--model={model_path}",
+            f"--output_dir={output_dir}",
+            "--calibration_images=16",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=subprocess_env(),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "model_int8.tflite" in result.stdout
+    return output_dir
+
+
+def _val_records(records_dir):
+    """(JPEG bytes, labels) of the val split, in evaluate's order."""
+    split = Manifest.load(str(records_dir)).split("val")
+    examples = shards.read_examples(
+        split.paths, split.counts, training=False, deterministic=True, seed=None, input_context=None
+    )
+    encoded, labels = [], []
+    for image_bytes, _, _, label in examples:
+        encoded.append(image_bytes.numpy())
+        labels.append(int(label))
+    return encoded, np.array(labels)
+
+
+def test_saved_model_without_keras_matches_evaluate(trained, exported, tmp_path):
+    records_dir, model_path = trained
+    encoded, labels = _val_records(records_dir)
+    np.save(tmp_path / "val_bytes.npy", np.array(encoded, dtype=object), allow_pickle=True)
+    # A client: plain TensorFlow, not this project (no PYTHONPATH), no Keras.
+    # `import tensorflow` itself imports Keras whenever it is installed (TF's __init__
+    # preloads keras.src.optimizers, ignoring an ImportError), so the client hides Keras
+    # as a serving host without it would: None in sys.modules makes every import of it fail.
+    client = textwrap.dedent(
+        f"""
+        import json, sys
+        sys.modules["keras"] = sys.modules["tf_keras"] = None
+        import numpy as np
+        import tensorflow as tf
+        served = tf.saved_model.load({str(exported / "saved_model")!r})
+        encoded = np.load({str(tmp_path / "val_bytes.npy")!r}, allow_pickle=True).tolist()
+        out = served.signatures["serving_default"](image_bytes=tf.constant(encoded))
+        loaded = {{m.split(".")[0] for m, module in sys.modules.items() if module is not None}}
+        assert not loaded & {{"keras", "tf_keras", "trainer", "pipeline", "records"}}, loaded
+        print(json.dumps({{k: v.numpy().tolist() for k, v in out.items() if k != "class_name"}}
+                         | {{"class_name": [s.decode() for s in out["class_name"].numpy()]}}))
+        """
+    )
+    env = subprocess_env()
+    env.pop("PYTHONPATH")
+    result = subprocess.run(
+        [sys.executable, "-c", client],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    served = json.loads(result.stdout.strip().splitlines()[-1])
+
+    # evaluate's own numbers for the same records.
+    metrics = evaluation.evaluate(str(model_path), str(records_dir), "val", batch_size=5).metrics
+    p_dog = np.array(served["p_dog"])
+    assert served["valid"] == [True] * len(labels)
+    reference = model_lib.load_model(str(model_path))
+    data = dataset_lib.eval_dataset(
+        Manifest.load(str(records_dir)), 5, split="val", image_size=IMAGE_SIZE
+    )
+    keras_p_dog = np.concatenate(
+        [model_lib.prob_dog(reference.predict_on_batch(x)) for x, _ in data]
+    )
+    np.testing.assert_allclose(p_dog, keras_p_dog, atol=1e-5)
+    served_metrics = evaluation.classification_metrics(labels, np.stack([1 - p_dog, p_dog], 1))
+    assert served_metrics["accuracy"] == metrics["accuracy"]
+    assert served_metrics["log_loss"] == pytest.approx(metrics["log_loss"], abs=1e-5)
+    assert served["class_id"] == (p_dog > 0.5).astype(int).tolist()
+    assert served["class_name"] == [schema.CLASS_NAMES[c] for c in served["class_id"]]
+
+
+def test_metadata(trained, exported):
+    records_dir, model_path = trained
+    metadata = json.loads((exported / export_lib.METADATA_NAME).read_text())
+    training_metrics = json.loads((model_path.parent / fit.METRICS_NAME).read_text())
+    assert metadata["input"]["height"] == metadata["input"]["width"] == IMAGE_SIZE
+    assert metadata["labels"] == ["cat", "dog"]
+    assert metadata["records_settings"] == {"writer": "tests.conftest.write_records"}
+    assert metadata["source_model"]["val_accuracy"] == training_metrics["final_val_accuracy"]
+    assert metadata["source_model"]["sha256"] == export_lib.sha256_file(str(model_path))
+    assert metadata["calibration"]["images"] == 16
+    written = {
+        str(p.relative_to(exported))
+        for p in exported.rglob("*")
+        if p.is_file() and p.name != export_lib.METADATA_NAME
+    }
+    assert written == set(metadata["files"])
+    assert {"model_float16.tflite", "model_int8.tflite", "saved_model/saved_model.pb"} <= written
+    for name, info in metadata["files"].items():
+        assert info["sha256"] == export_lib.sha256_file(str(exported / name)), name
+    # Each weight stored once (tracking the model in the archive stored them twice).
+    weights_bytes = sum(w.numpy().nbytes for w in model_lib.load_model(str(model_path)).weights)
+    stored = sum(info["bytes"] for name, info in metadata["files"].items() if "/variables/" in name)
+    assert weights_bytes <= stored < 1.2 * weights_bytes
+
+
+def test_bad_rows_are_flagged_not_guessed(trained, exported):
+    records_dir, _ = trained
+    good = _val_records(records_dir)[0][0]
+    png = tf.io.encode_png(tf.zeros([40, 40, 3], tf.uint8)).numpy()
+    batch = [
+        good,
+        good[: len(good) // 2],  # truncated upload
+        good[:-2],  # only the end marker missing
+        b"<html>not found</html>",
+        b"",
+        png,
+        good,
+    ]
+    serve = tf.saved_model.load(str(exported / "saved_model")).signatures["serving_default"]
+    out = {k: v.numpy() for k, v in serve(image_bytes=tf.constant(batch)).items()}
+    assert out["valid"].tolist() == [True, False, False, False, False, False, True]
+    assert np.isnan(out["p_dog"][1:6]).all()
+    assert out["class_id"][1:6].tolist() == [-1] * 5
+    assert out["class_name"][1:6].tolist() == [b""] * 5
+    # The good rows are unaffected by their neighbours.
+    alone = serve(image_bytes=tf.constant([good]))["p_dog"].numpy()[0]
+    assert out["p_dog"][0] == pytest.approx(alone, abs=1e-6)
+    assert out["p_dog"][6] == pytest.approx(alone, abs=1e-6)
+    # An empty request is an empty answer (the Keras model alone fails on one).
+    empty = serve(image_bytes=tf.constant([], tf.string))
+    assert empty["p_dog"].shape == (0,) and empty["valid"].shape == (0,)
+    # Complete-looking bytes with broken headers: an error for the call, not a guess.
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        serve(image_bytes=tf.constant([good, b"\xff\xd8\xff" + b"junk" * 20 + b"\xff\xd9"]))
+    # Why the check is needed: decoding the truncated row would fail the whole batch.
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        tf.io.decode_jpeg(good[: len(good) // 2])
+
+
+def test_complete_jpeg_eagerly_and_in_tf_data():
+    good = make_jpeg_bytes(seed=7)
+    rows = [good, good[:-1], good[:100], b"\xff\xd8\xff\xd9", b"\xff", b"", b"GIF89a\xff\xd9"]
+    expected = [True, False, False, False, False, False, False]
+    assert export_lib.complete_jpeg(tf.constant(rows)).numpy().tolist() == expected
+    mapped = tf.data.Dataset.from_tensor_slices(rows).map(export_lib.complete_jpeg)
+    assert [bool(v) for v in mapped] == expected
+
+
+def test_images_signature_equals_bytes_signature(trained, exported):
+    records_dir, _ = trained
+    encoded = _val_records(records_dir)[0]
+    loaded = tf.saved_model.load(str(exported / "saved_model"))
+    from_bytes = loaded.signatures["serving_default"](image_bytes=tf.constant(encoded))
+    images = tf.stack([decode.decode_and_resize(e, IMAGE_SIZE) for e in encoded])
+    from_images = loaded.signatures["serving_images"](images=images)
+    np.testing.assert_allclose(from_images["p_dog"], from_bytes["p_dog"], atol=1e-6)
+    assert from_images["valid"].numpy().all()
+
+
+def test_tflite_models_agree_with_keras(trained, exported):
+    records_dir, model_path = trained
+    model = model_lib.load_model(str(model_path))
+    data = dataset_lib.eval_dataset(
+        Manifest.load(str(records_dir)), 12, split="val", image_size=IMAGE_SIZE
+    )
+    images = np.concatenate([x.numpy() for x, _ in data])
+    keras_p_dog = model_lib.prob_dog(model.predict_on_batch(images))
+    for quantization, tolerance in (("float16", 2e-3), ("int8", 0.05)):
+        content = (exported / export_lib.tflite_name(quantization)).read_bytes()
+        interpreter = export_lib.tflite_interpreter(content)
+        (signature,) = interpreter.get_signature_list().values()
+        assert signature["inputs"] == ["images"]
+        input_details = interpreter.get_input_details()[0]
+        assert input_details["dtype"] == np.uint8
+        assert input_details["shape"].tolist()[1:] == [IMAGE_SIZE, IMAGE_SIZE, 3]
+        p_dog = export_lib.tflite_p_dog(interpreter, images)
+        np.testing.assert_allclose(p_dog, keras_p_dog, atol=tolerance, err_msg=quantization)
+    metadata = json.loads((exported / export_lib.METADATA_NAME).read_text())
+    int8_ops = metadata["tflite"]["int8"]
+    # Every op of this network has an int8 kernel: nothing is left in float.
+    assert int8_ops["float_ops"] == []
+    assert {"CONV_2D", "FULLY_CONNECTED", "SOFTMAX"} <= set(int8_ops["integer_ops"])
+    assert "CONV_2D" in metadata["tflite"]["float16"]["float_ops"]
+
+
+def test_errors_say_what_to_do(trained, exported, tmp_path):
+    _, model_path = trained
+    command = [sys.executable, "-m", "trainer.export_model", f"--model={model_path}"]
+    result = subprocess.run(
+        [*command, f"--output_dir={exported}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=subprocess_env(),
+    )
+    assert result.returncode == 1
+    assert f"export_model: error: --output_dir={exported} already exists" in result.stderr
+    assert "--overwrite" in result.stderr.splitlines()[-1]
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        export_lib.export(str(model_path), str(exported))
+    with pytest.raises(FileNotFoundError, match="--model="):
+        export_lib.export(str(tmp_path / "nope.keras"), str(tmp_path / "out"))
+    # A model without metrics.json: the records must be named.
+    lonely = tmp_path / "lonely" / "model.keras"
+    lonely.parent.mkdir()
+    lonely.write_bytes(model_path.read_bytes())
+    with pytest.raises(FileNotFoundError, match="--records_dir"):
+        export_lib.export(str(lonely), str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("in_tf_data", [False, True])
+def test_like_records_shrinks_as_make_records_stores(in_tf_data):
+    from records import images as images_lib
+
+    small = make_jpeg_bytes(60, 90, seed=3)  # short side 60 <= 64: stored byte for byte
+    large = make_jpeg_bytes(200, 300, seed=4)  # stored as a 64 x 96 Lanczos copy
+
+    def prepare(encoded):
+        return export_lib.like_records(encoded, 64, 90)
+
+    if in_tf_data:
+        prepared = [
+            e.numpy() for e in tf.data.Dataset.from_tensor_slices([small, large]).map(prepare)
+        ]
+    else:
+        prepared = [prepare(tf.constant(e)).numpy() for e in (small, large)]
+    assert prepared[0] == small
+    stored = images_lib.prepare(large, max_short_side=64, jpeg_quality=90)
+    ours = tf.io.decode_jpeg(prepared[1]).numpy().astype(int)
+    pillows = tf.io.decode_jpeg(stored.encoded).numpy().astype(int)
+    assert ours.shape == pillows.shape == (64, 96, 3)
+    # Another Lanczos and JPEG encoder: close to Pillow's copy, not equal; the original
+    # decoded and resized straight to 64 x 96 (no preparation) is several times further.
+    direct = decode.resize_to_uint8(tf.io.decode_jpeg(large), 64, 96).numpy().astype(int)
+    assert np.abs(ours - pillows).mean() < 3.0
+    assert np.abs(ours - pillows).mean() < np.abs(direct - pillows).mean() / 4
+    assert export_lib.like_records(tf.constant(large), None, 90).numpy() == large
+
+
+def test_original_photos_are_served_like_their_records(trained, tmp_path):
+    """Records made by make_records with --max_short_side: the served record bytes equal
+    Keras on eval_dataset, and the original photos (shrunk in the graph) come close."""
+    from records import writer
+
+    _, model_path = trained
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(24):
+        # Half already small enough to be stored byte for byte, half shrunk to 40 px.
+        height, width = (36, 52) if i % 2 else (96 + 8 * (i % 3), 128)
+        name = f"{schema.CLASS_NAMES[i % 2]}.{i}.jpg"
+        (folder / name).write_bytes(make_jpeg_bytes(height, width, seed=900 + i))
+    records_dir = tmp_path / "records40"
+    writer.convert(
+        writer.ConvertOptions(
+            inputs=(str(folder),),
+            output_dir=str(records_dir),
+            max_short_side=40,
+            val_fraction=0.5,
+            single_process=True,
+            progress=False,
+        )
+    )
+    metadata = export_lib.export(
+        str(model_path), str(tmp_path / "export"), str(records_dir), calibration_images=8
+    )
+    assert metadata["signatures"]["serving_default"]["prepare_like_records"] == {
+        "max_short_side": 40,
+        "jpeg_quality": 90,
+    }
+    loaded = tf.saved_model.load(str(tmp_path / "export" / "saved_model"))
+    serve, serve_images = (loaded.signatures[k] for k in ("serving_default", "serving_images"))
+    manifest = Manifest.load(str(records_dir))
+    stored, originals = [], []
+    for serialized in tf.data.TFRecordDataset(manifest.split("val").paths):
+        example = schema.parse_example(serialized)
+        stored.append(example[schema.ENCODED].numpy())
+        name = example[schema.FILENAME].numpy().decode()
+        originals.append((tmp_path / name).read_bytes())
+    assert any(s != o for s, o in zip(stored, originals))  # some were shrunk
+    from_records = serve(image_bytes=tf.constant(stored))["p_dog"].numpy()
+    from_originals = serve(image_bytes=tf.constant(originals))["p_dog"].numpy()
+    model = model_lib.load_model(str(model_path))
+    images = tf.stack([decode.decode_and_resize(s, IMAGE_SIZE, max_ratio=1) for s in stored])
+    np.testing.assert_allclose(from_records, model_lib.prob_dog(model(images)), atol=1e-5)
+    # Without the in-graph preparation the originals would be much further off.
+    unprepared = tf.stack([decode.decode_and_resize(o, IMAGE_SIZE) for o in originals])
+    from_unprepared = serve_images(images=unprepared)["p_dog"].numpy()
+    gap = np.abs(from_originals - from_records).max()
+    assert gap < np.abs(from_unprepared - from_records).max() / 3
