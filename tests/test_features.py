@@ -43,7 +43,9 @@ def test_features_of_every_record_in_eval_order(tiny_records):
     )
     cache = features.compute(model, manifest, batch_size=5)
     assert cache.train.features.shape == (24, 512) and cache.val.features.shape == (12, 512)
-    images, labels = next(iter(dataset_lib.eval_dataset(manifest, 12, split="val", image_size=(32, 32))))
+    images, labels = next(
+        iter(dataset_lib.eval_dataset(manifest, 12, split="val", image_size=(32, 32)))
+    )
     np.testing.assert_array_equal(cache.val.labels, labels.numpy())
     expected = features.feature_model(model).predict_on_batch(images)
     np.testing.assert_allclose(cache.val.features, expected, rtol=1e-5, atol=1e-5)
@@ -152,4 +154,6 @@ def test_offline_train_with_efficientnet_lite0_imagenet(tiny_records, tmp_path):
     assert "converting the efficientnet_lite0 ImageNet weights once" in result.stderr
     metrics = json.loads(pathlib.Path(tmp_path / "model" / "metrics.json").read_text())
     assert metrics["settings"]["backbone"] == "efficientnet_lite0"
-    assert (tmp_path / "keras_home" / "models" / "efficientnet_lite0_imagenet_notop.weights.h5").is_file()
+    assert (
+        tmp_path / "keras_home" / "models" / "efficientnet_lite0_imagenet_notop.weights.h5"
+    ).is_file()
