@@ -26,6 +26,7 @@ from absl import logging
 
 from pipeline import dataset as dataset_lib
 from pipeline import decode_once
+from records import workers
 from records.manifest import Manifest
 from trainer import model as model_lib
 
@@ -94,13 +95,17 @@ def check_base_frozen(model: keras.Model) -> None:
 
 
 def _extract(extractor: keras.Model, data: tf.data.Dataset, total: int, split: str) -> Split:
-    progress = keras.utils.Progbar(total, unit_name="image")
+    # The project's progress (records.workers): tqdm on a terminal, a log line every few
+    # seconds elsewhere (Keras' Progbar redraws into log files on Linux).
+    progress = workers.Progress(f"{split} features", total, enabled=None)
     features, labels = [], []
-    logging.info("computing %s base features for %d %s images", extractor.name, total, split)
-    for images, batch_labels in data:
-        features.append(np.asarray(extractor.predict_on_batch(images), dtype=np.float32))
-        labels.append(batch_labels.numpy())
-        progress.add(len(labels[-1]))
+    try:
+        for images, batch_labels in data:
+            features.append(np.asarray(extractor.predict_on_batch(images), dtype=np.float32))
+            labels.append(batch_labels.numpy())
+            progress.update(len(labels[-1]))
+    finally:
+        progress.close()
     return Split(np.concatenate(features), np.concatenate(labels).astype(np.int32))
 
 
