@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import math
 import os
 from collections.abc import Callable
 
@@ -29,7 +28,7 @@ from absl import logging
 
 from records import schema
 from records.manifest import Manifest
-from trainer import audit_features
+from trainer import audit_features, plots
 
 CSV_NAME = "label_issues.csv"
 GRID_NAME = "label_issues.png"
@@ -43,10 +42,6 @@ CSV_COLUMNS = (
     "predicted_label",
     "fold",
 )
-# Each grid tile is TILE_INCHES wide at DPI, plus room for a three-line title.
-TILE_INCHES = 2.2
-TITLE_INCHES = 0.5
-DPI = 100
 # Inverse regularisation strength of the logistic head on standardised features, chosen on
 # the real sample by out-of-fold log loss (BUILD_NOTES, "Auditing labels"): efficientnet_lite0
 # features at 224 px gave 0.0367 / 0.0323 / 0.0326 / 0.0354 / 0.0444 for C = 0.003 / 0.01 /
@@ -168,30 +163,7 @@ def _write_csv(path, features, probabilities, fold_of, flagged, order) -> None:
 
 def plot_suspects(pictures, titles, output_png: str, columns: int = 5) -> str:
     """Draws ``pictures`` (as the base saw them) in a grid, each with its (multi-line) title."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # No display on servers; must be set before pyplot is imported.
-    import matplotlib.pyplot as plt
-
-    columns = max(1, min(columns, len(pictures)))
-    rows = math.ceil(len(pictures) / columns)
-    fig, axes = plt.subplots(
-        rows,
-        columns,
-        figsize=(columns * TILE_INCHES, rows * (TILE_INCHES + TITLE_INCHES)),
-        dpi=DPI,
-        squeeze=False,
-    )
-    for index, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if index < len(pictures):
-            ax.imshow(pictures[index])
-            ax.set_title(titles[index], fontsize=8, pad=2)
-    # tight_layout: room for the three-line titles whatever the number of rows.
-    fig.tight_layout(pad=0.3, h_pad=0.6, w_pad=0.3)
-    fig.savefig(output_png, dpi=DPI)
-    plt.close(fig)
-    return output_png
+    return plots.image_grid(pictures, titles, output_png, columns=columns)
 
 
 def audit(

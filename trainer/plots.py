@@ -97,20 +97,61 @@ def plot_mistakes(
     Returns:
       ``output_png`` (with a "no mistakes" note when n is 0).
     """
+    # The whole stored name: it is how a user finds the original photo.
+    titles = [
+        f"{name}\ntrue {class_names[label]}, P(dog) {p:.3f}"
+        for name, label, p in zip(filenames, labels, prob_dog)
+    ]
+    image_grid(
+        images,
+        titles,
+        output_png,
+        columns=4,
+        title=title or f"{len(images)} most confident mistakes",
+        empty_note="no mistakes",
+    )
+    return output_png
+
+
+def image_grid(
+    images,
+    titles,
+    output_png: str,
+    columns: int = 4,
+    title: str = "",
+    empty_note: str = "",
+) -> str:
+    """Images in a grid, ``columns`` a row, each with its (multi-line) title.
+
+    Used for evaluate's mistakes and the label audit's suspects.
+
+    Args:
+      images: uint8 [n, H, W, 3].
+      titles: n titles.
+      output_png: Where to write it.
+      columns: Tiles per row (fewer when there are fewer images).
+      title: Above the grid, if any.
+      empty_note: Written in the picture when there are no images.
+
+    Returns:
+      ``output_png``.
+    """
     count = len(images)
-    columns = max(1, min(4, count))
+    columns = max(1, min(columns, count))
     rows = max(1, math.ceil(count / columns))
     fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3.2 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, image, name, label, p in zip(axes.flat, images, filenames, labels, prob_dog):
+    for ax, image, tile_title in zip(axes.flat, images, titles):
         ax.imshow(image)
-        # The whole stored name: it is how a user finds the original photo.
-        ax.set_title(f"{name}\ntrue {class_names[label]}, P(dog) {p:.3f}", fontsize=8)
-    if count == 0:
-        axes[0, 0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
-    fig.suptitle(title or f"{count} most confident mistakes")
-    fig.tight_layout(rect=(0, 0, 1, 0.98))  # room for the suptitle
+        ax.set_title(tile_title, fontsize=8)
+    if count == 0 and empty_note:
+        axes[0, 0].text(0.5, 0.5, empty_note, ha="center", va="center")
+    if title:
+        fig.suptitle(title)
+        fig.tight_layout(rect=(0, 0, 1, 0.98))  # room for the suptitle
+    else:
+        fig.tight_layout(pad=0.3, h_pad=0.6, w_pad=0.3)
     fig.savefig(output_png, dpi=100)
     plt.close(fig)
     return output_png
