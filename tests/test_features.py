@@ -122,7 +122,7 @@ def test_head_trained_on_features_is_the_saved_models_head(tiny_records, tmp_pat
         **TINY,
     )
     metrics = fit.train(config)
-    result = evaluation.evaluate(str(tmp_path / "model" / "model.keras"), str(tiny_records))
+    result = evaluation.evaluate(str(tmp_path / "model" / "model.keras"), str(tiny_records)).metrics
     assert result["accuracy"] == pytest.approx(metrics["final_val_accuracy"], abs=1e-6)
     assert result["loss"] == pytest.approx(metrics["final_val_loss"], rel=1e-3)
 
