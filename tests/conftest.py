@@ -147,24 +147,27 @@ def write_records(
     return manifest
 
 
+def alternating_examples(
+    count: int, offset: int, height_step: int = 8, width_step: int = 8
+) -> list[tuple[bytes, int, str]]:
+    """``write_records`` examples: labels alternating cat/dog, three heights, two widths."""
+    return [
+        (
+            make_jpeg_bytes(40 + height_step * (i % 3), 56 + width_step * (i % 2), seed=offset + i),
+            i % 2,
+            f"{schema.CLASS_NAMES[i % 2]}.{offset + i}.jpg",
+        )
+        for i in range(count)
+    ]
+
+
 @pytest.fixture
 def tiny_records(tmp_path: pathlib.Path) -> pathlib.Path:
     """A records dir: train 24 examples, val 12, two shards each, labels alternating."""
-
-    def split_examples(split: str, count: int, offset: int):
-        return [
-            (
-                make_jpeg_bytes(40 + 8 * (i % 3), 56 + 8 * (i % 2), seed=offset + i),
-                i % 2,
-                f"{schema.CLASS_NAMES[i % 2]}.{offset + i}.jpg",
-            )
-            for i in range(count)
-        ]
-
     records_dir = tmp_path / "records"
     write_records(
         records_dir,
-        {"train": split_examples("train", 24, 0), "val": split_examples("val", 12, 500)},
+        {"train": alternating_examples(24, 0), "val": alternating_examples(12, 500)},
     )
     return records_dir
 

@@ -17,6 +17,7 @@ import pytest
 import tensorflow as tf
 from conftest import (
     TINY_TRAIN_SETTINGS,
+    alternating_examples,
     make_jpeg_bytes,
     subprocess_env,
     write_records,
@@ -39,19 +40,15 @@ def trained(tmp_path_factory):
     """(records_dir, model.keras) of a tiny small_cnn trained for 4 steps."""
     root = tmp_path_factory.mktemp("export")
 
-    def examples(count, offset):
-        # Sizes around and above the input size, so the DCT-ratio branch is taken too.
-        return [
-            (
-                make_jpeg_bytes(40 + 40 * (i % 3), 56 + 24 * (i % 2), seed=offset + i),
-                i % 2,
-                f"{schema.CLASS_NAMES[i % 2]}.{offset + i}.jpg",
-            )
-            for i in range(count)
-        ]
-
+    # Sizes around and above the input size, so the DCT-ratio branch is taken too.
     records_dir = root / "records"
-    write_records(records_dir, {"train": examples(24, 0), "val": examples(12, 500)})
+    write_records(
+        records_dir,
+        {
+            "train": alternating_examples(24, 0, height_step=40, width_step=24),
+            "val": alternating_examples(12, 500, height_step=40, width_step=24),
+        },
+    )
     config = TrainConfig(
         records_dir=str(records_dir),
         model_dir=str(root / "model"),
