@@ -28,6 +28,7 @@ from typing import Any
 import tensorflow as tf
 
 from records import schema
+from records.photo import StoreSettings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +130,11 @@ class Manifest:
             splits=splits,
             data=data,
         )
+
+    @property
+    def store_settings(self) -> StoreSettings:
+        """How these records store photos (every prediction path repeats it)."""
+        return StoreSettings.from_settings(self.data.get("settings") or {})
 
     def num_examples(self, split: str) -> int:
         """Examples in ``split``; 0 when the manifest has no such split."""

@@ -6,7 +6,7 @@ Two passes:
    sha256 each one (in parallel), then decide everything up front, as a pure function of
    the hashes and the settings: duplicates, the split, and the shards. The plan's digest
    names this exact conversion.
-2. *Write.* Workers validate/convert images (``records.images``) in plan order; this
+2. *Write.* Photos are validated/converted (``records.photo``, in a tf.data pipeline) in plan order; this
    process writes each shard to ``<shard>.tmp``, records its counts in a sidecar under
    ``.make_records/``, then renames it to its final name. So a shard under its final
    name is always complete, and a rerun of the same command (same plan digest) reuses
@@ -49,10 +49,9 @@ class WriteError(OSError):
     """Writing into ``--output_dir`` failed (disk full, I/O error ...); rerunning resumes."""
 
 
-def _tasks(plan: Plan, pending: list[tuple[str, int]], options: ConvertOptions):
+def _tasks(plan: Plan, pending: list[tuple[str, int]]):
     for split, index in pending:
-        for source, sha in plan.shards[split][index]:
-            yield source, sha, options.max_short_side, options.jpeg_quality
+        yield from plan.shards[split][index]
 
 
 def _write_shard(plan: Plan, digest: str, split: str, index: int, results, bar, output_dir):
@@ -110,7 +109,7 @@ def _write_shard(plan: Plan, digest: str, split: str, index: int, results, bar, 
 
 
 def _write_shards(
-    plan: Plan, digest: str, pending: list[tuple[str, int]], options: ConvertOptions, pool_map
+    plan: Plan, digest: str, pending: list[tuple[str, int]], options: ConvertOptions
 ) -> int:
     """Writes the pending shards; returns the number of images processed.
 
@@ -119,7 +118,12 @@ def _write_shards(
         it are kept, its temp file is removed, so a rerun resumes.
     """
     total = sum(len(plan.shards[split][index]) for split, index in pending)
-    results = pool_map(images.prepare_source, _tasks(plan, pending, options))
+    # Photos are prepared by records.photo's TF ops in one tf.data pipeline (the same
+    # function the SavedModel serves), num_workers at a time, in plan order; each is
+    # read again and checked against the plan's sha256 so a record matches its plan.
+    read = images.checked_reader(lambda task: task[1], lambda task: task[0].read())
+    settings = images.StoreSettings(options.max_short_side, options.jpeg_quality)
+    results = images.prepare_many(_tasks(plan, pending), read, settings, options.num_workers)
     bar = workers.Progress("writing", total, options.progress)
     try:
         for split, index in pending:
@@ -293,7 +297,7 @@ def convert(options: ConvertOptions) -> ConversionResult:
             logging.info(
                 "resuming: %d finished shard(s) reused, %d to write", len(sidecars), len(pending)
             )
-        processed = _write_shards(plan, digest, pending, options, pool_map)
+        processed = _write_shards(plan, digest, pending, options)
         for split, index in pending:
             shard_file = plan.shard_files(split)[index]
             with open(outdir.sidecar_path(options.output_dir, shard_file)) as f:

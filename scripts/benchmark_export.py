@@ -11,7 +11,7 @@ fed the way it is meant to be used:
   originals    serving_default on the original photos the val records were made from
                (when the records came from a folder), prepared like make_records in the
                graph: the skew a client sending its own photos still sees
-plus, per format, how many val predictions fall on the other side of 0.5 than Keras' and
+plus, per format, how many val predictions fall on the other side of the decision threshold than Keras' and
 the largest |P(dog) difference|.
 
 Latency: one val image, batch 1, median (and 90th percentile) of --runs calls after
@@ -33,6 +33,7 @@ import sys
 import time
 
 from records import config_flags
+from trainer import decision
 
 setting = config_flags.setting
 
@@ -92,6 +93,7 @@ def _accuracy(config: BenchmarkConfig, metadata: dict) -> dict:
     from trainer import evaluation
     from trainer import export as export_lib
     from trainer import model as model_lib
+    from trainer import tflite as tflite_lib
 
     encoded, images, labels = _val(metadata)
     results = {}
@@ -118,12 +120,12 @@ def _accuracy(config: BenchmarkConfig, metadata: dict) -> dict:
     results["saved_model"] = {"seconds": time.perf_counter() - started, "p_dog": saved_p}
 
     originals = _originals(metadata, signature)
-    for quantization in export_lib.QUANTIZATIONS:
+    for quantization in tflite_lib.QUANTIZATIONS:
         started = time.perf_counter()
-        path = os.path.join(config.export_dir, export_lib.tflite_name(quantization))
+        path = os.path.join(config.export_dir, tflite_lib.tflite_name(quantization))
         with open(path, "rb") as f:
-            interpreter = export_lib.tflite_interpreter(f.read())
-        p_dog = export_lib.tflite_p_dog(interpreter, images)
+            interpreter = tflite_lib.interpreter(f.read())
+        p_dog = tflite_lib.p_dog(interpreter, images)
         results[f"tflite_{quantization}"] = {
             "seconds": time.perf_counter() - started,
             "p_dog": p_dog,
@@ -131,10 +133,12 @@ def _accuracy(config: BenchmarkConfig, metadata: dict) -> dict:
 
     for result in results.values():
         p_dog = result.pop("p_dog", keras_p)
-        result.setdefault("accuracy", float(np.mean((p_dog > 0.5) == labels)))
-        result["flips_vs_keras"] = int(np.sum((p_dog > 0.5) != (keras_p > 0.5)))
+        result.setdefault("accuracy", float(np.mean(decision.class_id(p_dog) == labels)))
+        result["flips_vs_keras"] = int(
+            np.sum(decision.class_id(p_dog) != decision.class_id(keras_p))
+        )
         result["max_abs_diff_p_dog_vs_keras"] = float(np.max(np.abs(p_dog - keras_p)))
-    results["keras"]["accuracy_from_p_dog"] = float(np.mean((keras_p > 0.5) == labels))
+    results["keras"]["accuracy_from_p_dog"] = float(np.mean(decision.class_id(keras_p) == labels))
     results["num_examples"] = int(len(labels))
     if originals:
         results["saved_model_original_photos"] = originals
@@ -197,9 +201,11 @@ def _originals(metadata: dict, signature) -> dict | None:
     labels = np.array(labels)
     return {
         "images": len(labels),
-        "accuracy": float(np.mean((from_originals > 0.5) == labels)),
-        "accuracy_from_records": float(np.mean((from_records > 0.5) == labels)),
-        "flips_vs_keras": int(np.sum((from_originals > 0.5) != (from_records > 0.5))),
+        "accuracy": float(np.mean(decision.class_id(from_originals) == labels)),
+        "accuracy_from_records": float(np.mean(decision.class_id(from_records) == labels)),
+        "flips_vs_keras": int(
+            np.sum(decision.class_id(from_originals) != decision.class_id(from_records))
+        ),
         "max_abs_diff_p_dog_vs_keras": float(np.max(np.abs(from_originals - from_records))),
         "mean_abs_diff_p_dog_vs_keras": float(np.mean(np.abs(from_originals - from_records))),
     }
@@ -216,6 +222,7 @@ def _latency(config: BenchmarkConfig, metadata: dict, threads: int) -> dict:
         tf.config.threading.set_inter_op_parallelism_threads(threads)
     from trainer import export as export_lib
     from trainer import model as model_lib
+    from trainer import tflite as tflite_lib
 
     encoded, images, _ = _val(metadata)
     jpeg, image = tf.constant(encoded[:1]), tf.constant(images[:1])
@@ -229,9 +236,9 @@ def _latency(config: BenchmarkConfig, metadata: dict, threads: int) -> dict:
         "saved_model_jpeg_bytes": lambda: from_bytes(image_bytes=jpeg)["p_dog"].numpy(),
         "saved_model_images": lambda: from_images(images=image)["p_dog"].numpy(),
     }
-    for quantization in export_lib.QUANTIZATIONS:
-        with open(os.path.join(config.export_dir, export_lib.tflite_name(quantization)), "rb") as f:
-            interpreter = export_lib.tflite_interpreter(f.read(), num_threads=threads or None)
+    for quantization in tflite_lib.QUANTIZATIONS:
+        with open(os.path.join(config.export_dir, tflite_lib.tflite_name(quantization)), "rb") as f:
+            interpreter = tflite_lib.interpreter(f.read(), num_threads=threads or None)
         runner = interpreter.get_signature_runner()
         array = images[:1]
         calls[f"tflite_{quantization}"] = lambda runner=runner, array=array: runner(images=array)
@@ -262,6 +269,7 @@ def _latency(config: BenchmarkConfig, metadata: dict, threads: int) -> dict:
 
 def _sizes(config: BenchmarkConfig, metadata: dict) -> dict:
     from trainer import export as export_lib
+    from trainer import tflite as tflite_lib
 
     saved_model = sum(
         info["bytes"]
@@ -269,8 +277,8 @@ def _sizes(config: BenchmarkConfig, metadata: dict) -> dict:
         if name.startswith(export_lib.SAVED_MODEL_DIR + "/")
     )
     sizes = {"keras": os.path.getsize(config.model), "saved_model": saved_model}
-    for quantization in export_lib.QUANTIZATIONS:
-        name = export_lib.tflite_name(quantization)
+    for quantization in tflite_lib.QUANTIZATIONS:
+        name = tflite_lib.tflite_name(quantization)
         sizes[f"tflite_{quantization}"] = metadata["files"][name]["bytes"]
     return sizes
 

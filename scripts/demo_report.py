@@ -11,6 +11,7 @@ import json
 import os
 
 from records import config_flags
+from trainer import decision
 
 setting = config_flags.setting
 
@@ -50,7 +51,7 @@ def main(config: ReportConfig) -> int:
         for row in csv.DictReader(f):
             truth = row["id"].split(".")[0]
             prob_dog = float(row["label"])
-            predicted = "dog" if prob_dog > 0.5 else "cat"
+            predicted = decision.class_name(prob_dog)
             correct += predicted == truth
             total += 1
             mark = "ok" if predicted == truth else "WRONG"

@@ -96,7 +96,7 @@ def extract(
       ValueError: The manifest lists no records.
       FileNotFoundError: A shard listed in the manifest is missing.
     """
-    image_size = tuple(model.input_shape[1:3])
+    image_size = model_lib.input_size(model)
     splits = labelled_splits(manifest)
     if not splits:
         raise ValueError(f"{manifest.path} lists no records; rerun make_records")

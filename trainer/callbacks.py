@@ -13,10 +13,9 @@ import tensorflow as tf
 from absl import logging
 
 from trainer import progress, resume
+from trainer.model_files import BEST_MODEL_NAME, HISTORY_NAME
 
 BACKUP_SUBDIR = "backup"
-BEST_MODEL_NAME = "best.keras"
-HISTORY_NAME = "history.csv"
 
 
 class Throughput(keras.callbacks.Callback):

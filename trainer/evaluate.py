@@ -79,6 +79,8 @@ def main(config: EvaluateConfig) -> int:
         json.dump(metrics, f, indent=2, ensure_ascii=False)
     with open(prefix + ".txt", "w", encoding="utf-8") as f:
         f.write(report)
+    # Every example's P(dog), by file name: what predict on the original photos matches.
+    result.write_predictions(prefix + "_predictions.csv")
     names = metrics["class_names"]
     where = f"{config.split}, tta={config.tta}"
     confusion_png = plots.plot_confusion(
@@ -102,7 +104,13 @@ def main(config: EvaluateConfig) -> int:
         )
         pictures.append(mistakes_png)
         print(f"most confident mistakes: {mistakes_png}")
-    logging.info("wrote %s.json, %s.txt and %s", prefix, prefix, " and ".join(pictures))
+    logging.info(
+        "wrote %s.json, %s.txt, %s_predictions.csv and %s",
+        prefix,
+        prefix,
+        prefix,
+        " and ".join(pictures),
+    )
     return 0
 
 

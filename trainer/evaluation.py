@@ -7,6 +7,7 @@ as the model saw them and the file names they came from.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import time
 
@@ -18,6 +19,8 @@ from absl import logging
 from pipeline import dataset as dataset_lib
 from records import sources
 from records.manifest import Manifest
+from records.schema import CLASS_NAMES
+from trainer import decision
 from trainer import model as model_lib
 from trainer import tta as tta_lib
 
@@ -48,8 +51,7 @@ def select_mistakes(
 ) -> np.ndarray:
     """Indices of the ``num`` most confident mistakes, highest loss first.
 
-    A mistake is an example whose predicted class (dog when P(dog) > 0.5, the argmax of
-    either head) is not its label; they are ranked by ``example_log_loss``, ties by
+    A mistake is an example whose predicted class (``trainer.decision``) is not its label; they are ranked by ``example_log_loss``, ties by
     ``positions`` (default: the index), so the choice does not depend on batching.
 
     Args:
@@ -64,7 +66,7 @@ def select_mistakes(
     labels = np.asarray(labels).astype(np.int64)
     prob_dog = np.asarray(prob_dog)
     positions = np.arange(len(labels)) if positions is None else np.asarray(positions)
-    wrong = np.flatnonzero((prob_dog > 0.5).astype(np.int64) != labels)
+    wrong = np.flatnonzero(decision.class_id(prob_dog) != labels)
     losses = example_log_loss(labels[wrong], prob_dog[wrong])
     # lexsort sorts by its last key first: loss descending, then position ascending.
     order = np.lexsort((positions[wrong], -losses))
@@ -139,10 +141,29 @@ def display_filename(raw: bytes) -> str:
 
 @dataclasses.dataclass
 class Evaluation:
-    """What ``evaluate`` returns: the metrics (JSON-ready) and the top mistakes."""
+    """What ``evaluate`` returns.
+
+    Attributes:
+      metrics: JSON-ready metrics.
+      mistakes: The top mistakes, with their images.
+      filenames: Every example's source name, in the split's eval order.
+      labels: Every example's label.
+      prob_dog: Every example's P(dog) (after test-time augmentation, if any).
+    """
 
     metrics: dict
     mistakes: Mistakes
+    filenames: list[str] = dataclasses.field(default_factory=list)
+    labels: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
+    prob_dog: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+
+    def write_predictions(self, path: str) -> None:
+        """One CSV row per example: filename, label, P(dog), predicted class."""
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["filename", "label", "prob_dog", "predicted"])
+            for name, label, p in zip(self.filenames, self.labels, self.prob_dog):
+                writer.writerow([name, CLASS_NAMES[label], f"{p:.6f}", decision.class_name(p)])
 
 
 def classification_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict:
@@ -150,11 +171,10 @@ def classification_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dic
     labels = np.asarray(labels).astype(np.int64)
     probabilities = np.asarray(probabilities, dtype=np.float64)
     prob_dog = model_lib.prob_dog(probabilities)
+    predicted = decision.class_id(prob_dog)
     if probabilities.shape[-1] == 2:
-        predicted = probabilities.argmax(axis=-1)
         loss = keras.losses.SparseCategoricalCrossentropy()(labels, probabilities)
     else:
-        predicted = (prob_dog > 0.5).astype(np.int64)
         loss = keras.losses.BinaryCrossentropy()(labels[:, None].astype(np.float32), probabilities)
     clipped = np.clip(prob_dog, _LOG_LOSS_EPS, 1 - _LOG_LOSS_EPS)
     log_loss = -np.mean(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped))
@@ -196,19 +216,21 @@ def evaluate(
     manifest = Manifest.load(records_dir)
     manifest.split(split)  # A clear error for an unknown split, before loading the model.
     model = model_lib.load_model(model_path)
-    image_size = tuple(model.input_shape[1:3])
+    image_size = model_lib.input_size(model)
     data = dataset_lib.eval_dataset(
         manifest, batch_size, split=split, image_size=image_size, with_filenames=True
     )
-    all_labels, all_probabilities = [], []
+    all_labels, all_probabilities, all_filenames = [], [], []
     mistakes = Mistakes.empty((*image_size, 3))
     seen = 0
     start = time.perf_counter()
     for images, labels, filenames in data:
         probabilities = tta_lib.predict_batch(model, images, tta)
         labels = labels.numpy()
+        names = [display_filename(raw) for raw in filenames.numpy()]
         all_probabilities.append(probabilities)
         all_labels.append(labels)
+        all_filenames.extend(names)
         # Keep only the running top N (with their images): memory stays at N images
         # however large the split is.
         mistakes = mistakes.merge(
@@ -216,7 +238,7 @@ def evaluate(
                 images.numpy(),
                 labels,
                 model_lib.prob_dog(probabilities),
-                [display_filename(raw) for raw in filenames.numpy()],
+                names,
                 seen + np.arange(len(labels)),
             ),
             num_mistakes,
@@ -224,7 +246,8 @@ def evaluate(
         seen += len(labels)
     seconds = time.perf_counter() - start
     labels = np.concatenate(all_labels)
-    metrics = classification_metrics(labels, np.concatenate(all_probabilities))
+    probabilities = np.concatenate(all_probabilities)
+    metrics = classification_metrics(labels, probabilities)
     expected = manifest.num_examples(split)
     if metrics["num_examples"] != expected:
         logging.warning(
@@ -246,7 +269,7 @@ def evaluate(
     logging.info(
         "evaluated %d examples of %s with tta=%s in %.1f s", len(labels), split, tta, seconds
     )
-    return Evaluation(metrics, mistakes)
+    return Evaluation(metrics, mistakes, all_filenames, labels, model_lib.prob_dog(probabilities))
 
 
 def format_report(metrics: dict) -> str:

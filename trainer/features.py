@@ -133,7 +133,7 @@ def compute(
             f"vectors of {dims} floats, more than the {limit / 1e9:.2f} GB allowed; use "
             "--pooling=avg (1 vector per image instead of a flattened map) or --input_mode=stream"
         )
-    image_size = tuple(model.input_shape[1:3])
+    image_size = model_lib.input_size(model)
     start = time.perf_counter()
     splits = {
         split: _extract(

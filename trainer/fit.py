@@ -28,10 +28,8 @@ from trainer import optimizers, plots, precision, progress, resume
 from trainer import strategy as strategy_lib
 from trainer.config import TrainConfig
 from trainer.data import TrainData, make_data, model_augmenter
+from trainer.model_files import CURVES_NAME, HISTORY_NAME, METRICS_NAME, MODEL_NAME
 
-MODEL_NAME = "model.keras"
-METRICS_NAME = "metrics.json"
-CURVES_NAME = "training_curves.png"
 FINE_TUNE_BACKUP_SUFFIX = "_fine_tune"
 
 
@@ -240,7 +238,7 @@ def train(config: TrainConfig) -> dict:
                 index=1,
             )
         )
-    history_csv = os.path.join(write_dir, callbacks_lib.HISTORY_NAME)
+    history_csv = os.path.join(write_dir, HISTORY_NAME)
     # Resume in the last phase with a backup. Phase one's backup is kept until the run is
     # done, so a phase-two backup means phase one is over; with phase one's alone, its
     # fit restores it and either goes on or, if phase one was over, runs no epoch and

@@ -294,6 +294,12 @@ def prob_dog(probabilities):
     return probabilities[:, 1] if probabilities.shape[-1] == 2 else probabilities[:, 0]
 
 
+def input_size(model: keras.Model) -> tuple[int, int]:
+    """The (height, width) a model takes, from its input shape."""
+    height, width = model.input_shape[1:3]
+    return int(height), int(width)
+
+
 def load_model(model_path: str) -> keras.Model:
     """Loads a model saved by ``train`` (this module registers its custom layers).
 

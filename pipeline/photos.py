@@ -1,0 +1,85 @@
+"""Photo files -> the model's input: the one chain every prediction path runs.
+
+``records.photo.prepare`` (how ``make_records`` stores a photo: format by content, size
+check, EXIF orientation, 8-bit RGB, shrink to the records' short side, JPEG), then
+``pipeline.decode.decode_and_resize`` with the records' DCT cap (how ``eval_dataset``
+decodes a record). So a photo sent to ``predict``, to the SavedModel or to the TFLite
+helper becomes the pixels ``evaluate`` scores for its record, bit for bit.
+
+``photo_input`` is one photo (for a tf.data map); ``photo_batch`` is a batch of raw files
+in one graph, safe against bad rows: each row is prepared in an in-graph tf.data pipeline
+whose ``ignore_errors`` drops only the row the decoder refuses, so one damaged upload
+never fails the others. Both are plain TensorFlow ops (no Python, no ``py_function``):
+the SavedModel's bytes signature is ``photo_batch`` traced into its graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import tensorflow as tf
+
+from pipeline import decode
+from records import photo
+from records.photo import StoreSettings
+
+
+def photo_input(
+    data: tf.Tensor, settings: StoreSettings, image_size: Sequence[int]
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """One photo file's bytes -> (uint8 [H, W, 3] as validation decodes it, status int32).
+
+    Rows whose status is not ``photo.OK`` come back as zeros. Damaged data that passes
+    the checks makes the op fail (as in ``make_records``); see ``photo_batch``.
+    """
+    image_size = decode.size_pair(image_size)
+    # validate=False: decode_and_resize decodes the stored bytes anyway, and fails on
+    # the same damaged data make_records' validating decode fails on.
+    fields = photo.prepare(data, settings, validate=False)
+    max_ratio = decode.max_useful_ratio(settings.max_short_side, image_size)
+    image = tf.cond(
+        tf.equal(fields["status"], photo.OK),
+        lambda: decode.decode_and_resize(
+            fields["encoded"],
+            image_size,
+            fields["stored_height"],
+            fields["stored_width"],
+            max_ratio,
+        ),
+        lambda: tf.zeros([*image_size, 3], tf.uint8),
+    )
+    return image, fields["status"]
+
+
+def photo_batch(
+    image_bytes: tf.Tensor, settings: StoreSettings, image_size: Sequence[int]
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Photo files [N] -> (uint8 images [N, H, W, 3], status int32 [N]); never fails on a row.
+
+    A row the decoder refuses gets ``photo.CORRUPT`` and zeros; rows are prepared in
+    parallel. An empty batch gives empty outputs.
+    """
+    height, width = decode.size_pair(image_size)
+    image_bytes = tf.convert_to_tensor(image_bytes, tf.string)
+    count = tf.shape(image_bytes, out_type=tf.int64)[0]
+    rows = (
+        tf.data.Dataset.from_tensor_slices((tf.range(count), image_bytes))
+        .map(
+            lambda index, data: (index, *photo_input(data, settings, (height, width))),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+        .ignore_errors()
+    )
+    # One sentinel row keeps the batch non-empty (get_single_element needs an element).
+    sentinel = tf.data.Dataset.from_tensors(
+        (tf.constant(-1, tf.int64), tf.zeros([height, width, 3], tf.uint8), tf.constant(0))
+    )
+    index, images, status = rows.concatenate(sentinel).batch(count + 1).get_single_element()
+    kept = tf.where(index >= 0)
+    positions = tf.gather_nd(index, kept)[:, None]
+    images = tf.scatter_nd(positions, tf.gather_nd(images, kept), [count, height, width, 3])
+    # Rows missing from the batch were dropped by ignore_errors: damaged data.
+    missing = tf.fill([count], tf.constant(photo.CORRUPT, tf.int32))
+    status = tf.tensor_scatter_nd_update(missing, positions, tf.gather_nd(status, kept))
+    return images, status
