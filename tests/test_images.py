@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import subprocess
-import sys
 import zipfile
 import zlib
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image, ImageFile
+from PIL import Image
 
 from records import images, photo
-from tests.conftest import REPO_ROOT, make_jpeg_bytes
+from tests.conftest import make_jpeg_bytes
 
 
 def _encode(image: Image.Image, fmt: str, **kwargs) -> bytes:

@@ -18,7 +18,6 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from absl import logging
 from conftest import make_jpeg_bytes
 from PIL import Image
 
@@ -26,6 +25,7 @@ from pipeline import dataset as dataset_lib
 from pipeline import decode
 from records import images, labels, unlabelled, writer
 from records.manifest import Manifest
+from records.photo import StoreSettings
 from trainer import predict as predict_cli
 from trainer import prediction as predict_lib
 
@@ -58,6 +58,10 @@ def _brightness_model(path, *, top_half=False, left_half=False, head="softmax", 
     dense.set_weights([w.astype("float32") for w in weights])
     path.parent.mkdir(parents=True, exist_ok=True)
     model.save(path)
+    # As train writes it: how the (here imaginary) training records stored photos.
+    (path.parent / "metrics.json").write_text(
+        json.dumps({"records_settings": {"max_short_side": None, "jpeg_quality": 90}})
+    )
     return path
 
 
@@ -212,9 +216,7 @@ def test_tta_flip_averages_each_image_and_its_mirror(tmp_path):
     images = np.stack(
         [
             image.numpy()
-            for _, image in predict_lib.image_dataset(
-                items, predict_lib.RecordSettings(), IMAGE_SIZE, {}
-            )
+            for _, image in predict_lib.image_dataset(items, StoreSettings(), IMAGE_SIZE, {})
         ]
     )
     plain = np.asarray(model.predict_on_batch(images))[:, 1]
@@ -270,27 +272,19 @@ def _png_claiming_9000x9000() -> bytes:
     return bytes(data)
 
 
-def test_pixel_limit_before_decoding(model_path, tmp_path, monkeypatch):
+def test_pixel_limit_before_decoding(model_path, tmp_path):
     folder = tmp_path / "test1"
     folder.mkdir()
     _write(folder / "1.jpg", _jpeg(215, seed=1))
     huge = _png_claiming_9000x9000()
     assert len(huge) < 1000
     _write(folder / "2.png", huge)
-    decoded_sizes = []
-    real_load = Image.Image.load
-
-    def load(image):
-        decoded_sizes.append(image.size)
-        return real_load(image)
-
-    monkeypatch.setattr(Image.Image, "load", load)
     output = tmp_path / "submission.csv"
     summary = predict_lib.predict(str(model_path), str(folder), str(output))
     assert summary == {**summary, "predicted": 1, "bad_images": 1}
     assert [(e["id"], e["reason"]) for e in _sidecar(output, "bad_images")] == [("2", HUGE)]
+    # The file holds one pixel: a decode would have failed as a corrupt PNG instead.
     assert dict(_read_submission(output))["2"] == 0.5
-    assert (9000, 9000) not in decoded_sizes
 
 
 def test_big_jpeg_is_predicted_reduced_not_a_bad_image(model_path, tmp_path):
@@ -347,7 +341,7 @@ def test_predict_pixels_equal_validation_pixels(tmp_path, max_short_side):
         )
         for image in images_batch
     ]
-    settings = predict_lib.settings_from_manifest(manifest)
+    settings = manifest.store_settings
     assert (settings.max_short_side, settings.jpeg_quality) == (max_short_side, 85)
     items = unlabelled.list_unlabelled(str(folder)).images
     bad = {}
@@ -369,55 +363,6 @@ def _metrics_beside(model_path, records_dir):
     (model_path.parent / "metrics.json").write_text(
         json.dumps({"settings": {"records_dir": str(records_dir)}})
     )
-
-
-def test_record_settings_come_from_the_training_records(tmp_path, caplog):
-    folder = tmp_path / "train"
-    _kaggle_like_folder(folder)
-    records_dir = tmp_path / "records"
-    writer.convert(
-        writer.ConvertOptions(
-            inputs=(str(folder),),
-            output_dir=str(records_dir),
-            max_short_side=64,
-            jpeg_quality=80,
-            single_process=True,
-            progress=False,
-        )
-    )
-    model_path = tmp_path / "model" / "model.keras"
-    # No metrics.json: make_records' defaults, with a warning that says what to do.
-    with caplog.at_level(logging.WARNING, logger="absl"):
-        defaults = predict_lib.record_settings(str(model_path))
-    assert (defaults.max_short_side, defaults.jpeg_quality) == (None, 90)
-    assert "--records_dir" in caplog.text
-    # From the records_dir that train wrote into metrics.json.
-    _metrics_beside(model_path, records_dir)
-    trained = predict_lib.record_settings(str(model_path))
-    assert (trained.max_short_side, trained.jpeg_quality) == (64, 80)
-    # --records_dir wins.
-    other = tmp_path / "other"
-    writer.convert(
-        writer.ConvertOptions(
-            inputs=(str(folder),), output_dir=str(other), single_process=True, progress=False
-        )
-    )
-    assert predict_lib.record_settings(str(model_path), str(other)).max_short_side is None
-    # The records moved away: a clear error, not a silent guess.
-    _metrics_beside(model_path, tmp_path / "gone")
-    with pytest.raises(FileNotFoundError, match="pass --records_dir"):
-        predict_lib.record_settings(str(model_path))
-    # Unless metrics.json carries the settings themselves, as train writes them now.
-    (model_path.parent / "metrics.json").write_text(
-        json.dumps(
-            {
-                "settings": {"records_dir": str(tmp_path / "gone")},
-                "records_settings": {"max_short_side": 64, "jpeg_quality": 80},
-            }
-        )
-    )
-    stored = predict_lib.record_settings(str(model_path))
-    assert (stored.max_short_side, stored.jpeg_quality) == (64, 80)
 
 
 def test_cli_uses_records_dir(tmp_path, capsys):

@@ -1,0 +1,329 @@
+"""One photo, one answer: make_records, evaluate, predict, the SavedModel and TFLite agree.
+
+On real photos of the sample: records are made from 480 of them, an EfficientNet-Lite0
+features model (offline ImageNet weights) is trained on them and exported once per module.
+Then the same photos' original files, and copies of some of them in every format and
+orientation make_records accepts, go to every path, and the answers are compared.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from conftest import SAMPLE_DIR, subprocess_env
+from PIL import Image
+
+from records import writer
+from records.convert_options import ConvertOptions
+from trainer import evaluation, fit, prediction
+from trainer import export as export_lib
+from trainer.config import TrainConfig
+from trainer.tflite_client import TFLiteClient
+
+pytestmark = pytest.mark.slow
+
+PER_CLASS = 240  # 480 photos; val_fraction 0.45 leaves ~216 val photos
+IMAGE_SIZE = 96
+
+
+def _encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+_TURNS = {  # what to do to upright pixels so that EXIF ``orientation`` turns them back
+    1: None,
+    3: Image.Transpose.ROTATE_180,
+    6: Image.Transpose.ROTATE_90,  # PIL turns counter-clockwise; 6 turns clockwise back
+    8: Image.Transpose.ROTATE_270,
+}
+
+
+def _turned(data: bytes, orientation: int) -> bytes:
+    """The photo stored turned, tagged with the EXIF orientation that turns it upright.
+
+    As close to lossless as re-encoding gets: cropped at the top left to whole 16x16 blocks
+    (so the block grid stays where it was) and encoded with the photo's own quantization
+    tables (transposed for a quarter turn), so that the DCT coefficients are the original
+    ones, moved. Orientation 1 is the upright reference, made the same way.
+    """
+    image = Image.open(io.BytesIO(data))
+    width, height = image.size
+    pixels = image.convert("RGB").crop((0, 0, width // 16 * 16, height // 16 * 16))
+    tables = [np.asarray(t).reshape(8, 8) for t in image.quantization.values()]
+    if orientation in (6, 8):
+        tables = [t.T for t in tables]
+    if _TURNS[orientation] is not None:
+        pixels = pixels.transpose(_TURNS[orientation])
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return _encode(
+        pixels,
+        "JPEG",
+        qtables=[t.flatten().tolist() for t in tables],
+        subsampling=2,  # 4:2:0, as the Kaggle photos
+        exif=exif.tobytes(),
+    )
+
+
+def _copies(data: bytes) -> dict[str, bytes]:
+    """One photo in every other format and colour layout make_records accepts."""
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    gray16 = (np.asarray(image.convert("L")).astype(np.uint16) * 257).astype(np.uint16)
+    rgba = image.convert("RGBA")
+    rgba.putalpha(200)
+    return {
+        "png.png": _encode(image, "PNG"),
+        "png16.png": _encode(Image.fromarray(gray16), "PNG"),
+        "rgba.png": _encode(rgba, "PNG"),
+        "gif.gif": _encode(image, "GIF"),
+        "webp.webp": _encode(image, "WEBP", quality=90),
+        "cmyk.jpg": _encode(image.convert("CMYK"), "JPEG", quality=95),
+        "gray.jpg": _encode(image.convert("L"), "JPEG", quality=95),
+        "trailing.jpg": data + b"\x00camera-maker-notes" * 20,
+    }
+
+
+BAD_ROWS = {
+    "bad_not_an_image.jpg": b"<html>404 not found</html>" * 4,
+    "bad_empty.jpg": b"",
+}
+
+
+def _bad_rows(data: bytes) -> dict[str, bytes]:
+    png = bytearray(_encode(Image.new("RGB", (1, 1)), "PNG"))
+    ihdr = png.index(b"IHDR")
+    png[ihdr + 4 : ihdr + 12] = (30000).to_bytes(4, "big") * 2  # claims 900 MP
+    return {
+        **BAD_ROWS,
+        "bad_truncated.jpg": data[: len(data) // 2],
+        "bad_bomb.png": bytes(png),
+    }
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    if not SAMPLE_DIR.is_dir():
+        pytest.skip(f"real sample data not found at {SAMPLE_DIR}")
+    root = tmp_path_factory.mktemp("parity")
+    photos_dir = root / "photos"
+    photos_dir.mkdir()
+    for label in ("cat", "dog"):
+        for number in range(1, PER_CLASS + 1):
+            name = f"{label}.{number}.jpg"
+            (photos_dir / name).symlink_to(SAMPLE_DIR / name)
+    records_dir = root / "records"
+    writer.convert(
+        ConvertOptions(
+            inputs=(str(photos_dir),),
+            output_dir=str(records_dir),
+            max_short_side=128,
+            # The least re-encoding noise make_records allows: the turned copies are
+            # re-encoded when they are turned upright, the reference is not.
+            jpeg_quality=95,
+            val_fraction=0.45,
+            progress=False,
+        )
+    )
+    model_dir = root / "model"
+    fit.train(
+        TrainConfig(
+            records_dir=str(records_dir),
+            model_dir=str(model_dir),
+            backbone="efficientnet_lite0",
+            weights="imagenet",
+            input_mode="features",
+            augment="none",
+            pooling="avg",
+            image_size=IMAGE_SIZE,
+            batch_size=32,
+            epochs=2,
+            optimizer="adam",
+            learning_rate=1e-3,
+            seed=1,
+            tensorboard=False,
+        )
+    )
+    model_path = model_dir / fit.MODEL_NAME
+    export_dir = root / "export"
+    export_lib.export(str(model_path), str(export_dir), calibration_images=16)
+    evaluated = evaluation.evaluate(str(model_path), str(records_dir))
+
+    # What goes to predict, the SavedModel and the TFLite client: the val photos' original
+    # files, turned and re-formatted copies of the first few, and bad rows.
+    inputs = root / "inputs"
+    inputs.mkdir()
+    # Stored names are relative to the input folder ("photos/cat.7.jpg").
+    val_names = [pathlib.PurePath(name).name for name in evaluated.filenames]
+    originals = {name: (SAMPLE_DIR / name).read_bytes() for name in val_names}
+    files = dict(originals)
+    for name in val_names[:6]:
+        stem = name.removesuffix(".jpg")
+        for orientation in (1, 3, 6, 8):
+            files[f"{stem}.rot{orientation}.jpg"] = _turned(originals[name], orientation)
+    for name in val_names[:2]:
+        stem = name.removesuffix(".jpg")
+        files.update({f"{stem}.{kind}": data for kind, data in _copies(originals[name]).items()})
+    files.update(_bad_rows(originals[val_names[0]]))
+    for name, data in files.items():
+        (inputs / name).write_bytes(data)
+
+    output = root / "predictions.csv"
+    prediction.predict(str(model_path), str(inputs), str(output), batch_size=32)
+    with open(output, newline="") as f:
+        predicted = {row["id"]: float(row["label"]) for row in csv.DictReader(f)}
+    bad = json.loads((root / "predictions.bad_images.json").read_text())
+
+    # The SavedModel from plain TensorFlow: Keras and the project unimportable.
+    names = sorted(files)
+    script = textwrap.dedent(
+        """
+        import json, sys
+        sys.modules["keras"] = None
+        import tensorflow as tf
+        names = json.loads(open(sys.argv[2]).read())
+        rows = [open(sys.argv[3] + "/" + name, "rb").read() for name in names]
+        serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+        out = serve(image_bytes=tf.constant(rows))
+        print(json.dumps({
+            "p_dog": [float(p) for p in out["p_dog"].numpy()],
+            "valid": [bool(v) for v in out["valid"].numpy()],
+            "status": [s.decode() for s in out["status"].numpy()],
+            "class_name": [s.decode() for s in out["class_name"].numpy()],
+        }))
+        """
+    )
+    names_file = root / "names.json"
+    names_file.write_text(json.dumps(names))
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            str(export_dir / "saved_model"),
+            str(names_file),
+            str(inputs),
+        ],
+        capture_output=True,
+        text=True,
+        env={**subprocess_env(), "PYTHONPATH": ""},
+        cwd=str(root),
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = json.loads(result.stdout.strip().splitlines()[-1])
+    saved_model = {
+        name: (p, valid, status)
+        for name, p, valid, status in zip(names, saved["p_dog"], saved["valid"], saved["status"])
+    }
+    client = TFLiteClient(str(export_dir), "float16")
+    tflite = dict(zip(names, client.predict([files[name] for name in names])))
+    return {
+        "evaluated": evaluated,
+        "files": files,
+        "predicted": predicted,
+        "bad": bad,
+        "saved_model": saved_model,
+        "tflite": tflite,
+        "val_names": val_names,
+        "export_dir": export_dir,
+        "records_dir": records_dir,
+    }
+
+
+def _id(name: str) -> str:
+    return pathlib.Path(name).stem
+
+
+def test_enough_real_val_photos_and_most_larger_than_the_records(served):
+    assert len(served["val_names"]) >= 200
+    larger = sum(
+        min(Image.open(io.BytesIO(served["files"][name])).size) > 128
+        for name in served["val_names"]
+    )
+    assert larger > len(served["val_names"]) / 2
+
+
+def test_saved_model_on_raw_bytes_matches_predict(served):
+    good = [name for name in served["files"] if not name.startswith("bad_")]
+    gaps = {
+        name: abs(served["saved_model"][name][0] - served["predicted"][_id(name)]) for name in good
+    }
+    assert all(served["saved_model"][name][1] for name in good)
+    worst = max(gaps, key=gaps.get)
+    assert gaps[worst] <= 0.01, (worst, gaps[worst])
+    # The same function on both sides: float round-off in the model, not pixels.
+    assert np.median(list(gaps.values())) < 1e-4
+
+
+def test_tflite_client_matches_predict(served):
+    good = [name for name in served["files"] if not name.startswith("bad_")]
+    gaps = {
+        name: abs(served["tflite"][name].p_dog - served["predicted"][_id(name)]) for name in good
+    }
+    worst = max(gaps, key=gaps.get)
+    assert gaps[worst] <= 0.02, (worst, gaps[worst])
+
+
+def test_evaluate_on_records_matches_predict_on_original_files(served):
+    evaluated = served["evaluated"]
+    gaps = [
+        abs(p - served["predicted"][_id(name)])
+        for name, p in zip(evaluated.filenames, evaluated.prob_dog)
+    ]
+    assert len(gaps) >= 200 and max(gaps) <= 0.01, max(gaps)
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_rotated_copies_get_the_answer_of_their_upright_original(served, orientation):
+    for name in served["val_names"][:6]:
+        stem = name.removesuffix(".jpg")
+        upright = served["predicted"][f"{stem}.rot1"]
+        turned = served["predicted"][f"{stem}.rot{orientation}"]
+        assert abs(turned - upright) <= 0.01, (name, upright, turned)
+        saved_model = served["saved_model"][f"{stem}.rot{orientation}.jpg"][0]
+        assert abs(saved_model - served["saved_model"][f"{stem}.rot1.jpg"][0]) <= 0.01
+
+
+def test_every_format_gets_an_answer_everywhere(served):
+    stem = served["val_names"][0].removesuffix(".jpg")
+    for kind in ("png", "png16", "rgba", "gif", "webp", "cmyk", "gray", "trailing"):
+        name = next(n for n in served["files"] if n.startswith(f"{stem}.{kind}."))
+        assert served["saved_model"][name][1], name
+        assert served["tflite"][name].valid, name
+        assert _id(name) in served["predicted"] and _id(name) not in {
+            entry["id"] for entry in served["bad"]
+        }
+
+
+def test_bad_rows_get_the_same_verdict_from_predict_and_the_saved_model(served):
+    bad_by_predict = {
+        pathlib.PurePath(entry["name"]).name: entry["reason"] for entry in served["bad"]
+    }
+    refused = {name for name, (_, valid, _) in served["saved_model"].items() if not valid}
+    assert (
+        set(bad_by_predict)
+        == refused
+        == {
+            "bad_not_an_image.jpg",
+            "bad_empty.jpg",
+            "bad_truncated.jpg",
+            "bad_bomb.png",
+        }
+    )
+    assert served["saved_model"]["bad_empty.jpg"][2] == "empty"
+    assert served["saved_model"]["bad_truncated.jpg"][2] == "truncated"
+    assert served["saved_model"]["bad_bomb.png"][2] == "image too large"
+    assert served["saved_model"]["bad_not_an_image.jpg"][2] == "not an image"
+    assert bad_by_predict["bad_bomb.png"].startswith("image too large: 30000x30000")
+    assert all(np.isnan(served["saved_model"][name][0]) for name in refused)
+    assert not any(served["tflite"][name].valid for name in refused)
