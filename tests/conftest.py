@@ -64,6 +64,18 @@ def train_command(records_dir, model_dir, *flags: str) -> list[str]:
     ]
 
 
+def train_runner_command(records_dir, model_dir, *flags: str) -> list[str]:
+    """``train_command`` through tests/train_runner.py: ``train`` with a test-only callback
+    (``--kill_at``, ``--dump_dir``, ``--val_accuracy``, ``--events_fd``)."""
+    return [
+        sys.executable,
+        str(REPO_ROOT / "tests" / "train_runner.py"),
+        f"--records_dir={records_dir}",
+        f"--model_dir={model_dir}",
+        *flags,
+    ]
+
+
 def make_jpeg_bytes(height: int = 48, width: int = 64, seed: int = 0, quality: int = 90) -> bytes:
     """A small RGB JPEG with random content (distinct seeds give distinct bytes)."""
     rng = np.random.default_rng(seed)
