@@ -6,7 +6,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 
 import pandas as pd
 import pytest
@@ -46,14 +45,14 @@ def test_flagfile_run(tiny_records, tmp_path):
     assert metrics["settings"]["epochs"] == 1 and metrics["steps_per_epoch"] == 1
 
 
-def test_imagenet_download_failure_is_fast_and_clear(tiny_records, tmp_path):
-    # Nothing listens on port 9: the download fails at once, like on a machine offline.
+def test_imagenet_download_failure_is_a_clear_error(tiny_records, tmp_path):
+    # Nothing listens on port 9: the download fails, like on a machine offline. (That a
+    # network that never answers cannot hang it: test_model's socket-timeout test.)
     env = subprocess_env(
         KERAS_HOME=str(tmp_path / "keras_home"),
         https_proxy="http://127.0.0.1:9",
         HTTPS_PROXY="http://127.0.0.1:9",
     )
-    start = time.monotonic()
     result = subprocess.run(
         [
             sys.executable,
@@ -71,7 +70,6 @@ def test_imagenet_download_failure_is_fast_and_clear(tiny_records, tmp_path):
         env=env,
         cwd=REPO_ROOT,
     )
-    assert time.monotonic() - start < 90
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert model_lib.NOTOP_WEIGHTS_FILE in result.stderr
