@@ -12,6 +12,7 @@ import os
 import pathlib
 import socket
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -62,6 +63,72 @@ def train_command(records_dir, model_dir, *flags: str) -> list[str]:
         f"--model_dir={model_dir}",
         *flags,
     ]
+
+
+def train_runner_command(records_dir, model_dir, *flags: str) -> list[str]:
+    """``train_command`` through tests/train_runner.py: ``train`` with a test-only callback
+    (``--kill_at``, ``--dump_dir``, ``--val_accuracy``, ``--events_fd``)."""
+    return [
+        sys.executable,
+        str(REPO_ROOT / "tests" / "train_runner.py"),
+        f"--records_dir={records_dir}",
+        f"--model_dir={model_dir}",
+        *flags,
+    ]
+
+
+class OutputWatcher:
+    """Reads a child process's text output line by line in a thread, copying it to a log
+    file, so that a test can wait for a line to appear: an event, no sleeping or polling.
+    """
+
+    # Only for a child that hangs: the waits end at the line or at the output's end.
+    HANG_GUARD_S = 600
+
+    def __init__(self, stream, log_path: pathlib.Path):
+        self.log_path = log_path
+        self._lines: list[str] = []
+        self._ended = False
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream) -> None:
+        with open(self.log_path, "w") as log:
+            for line in stream:
+                log.write(line)
+                log.flush()
+                with self._changed:
+                    self._lines.append(line)
+                    self._changed.notify_all()
+        with self._changed:
+            self._ended = True
+            self._changed.notify_all()
+
+    def wait_for(self, text: str) -> str:
+        """Blocks until a line containing ``text`` has been read; returns that line.
+
+        Raises:
+          AssertionError: The output ended (the child exited) without such a line.
+        """
+        with self._changed:
+            found = self._changed.wait_for(
+                lambda: self._ended or any(text in line for line in self._lines),
+                timeout=self.HANG_GUARD_S,
+            )
+            lines = list(self._lines)
+        match = next((line for line in lines if text in line), None)
+        tail = "".join(lines)[-3000:]
+        assert match is not None, f"{text!r} never came ({'ended' if found else 'hung'}):\n{tail}"
+        return match
+
+    def text(self) -> str:
+        with self._changed:
+            return "".join(self._lines)
+
+    def close(self) -> None:
+        """Waits for the output's end (after the child exited)."""
+        self._thread.join(timeout=self.HANG_GUARD_S)
 
 
 def make_jpeg_bytes(height: int = 48, width: int = 64, seed: int = 0, quality: int = 90) -> bytes:

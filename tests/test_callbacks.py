@@ -1,8 +1,12 @@
-"""Tests for trainer/callbacks.py's InputWait: it measures waiting, and changes nothing else."""
+"""Tests for trainer/callbacks.py's InputWait: it measures waiting, and changes nothing else.
+
+Time here is a clock the test drives (``_Clock``): fetching a batch and running a step
+take exactly as long as the test says, whatever the machine.
+"""
 
 from __future__ import annotations
 
-import time
+import types
 
 import keras
 import numpy as np
@@ -25,36 +29,72 @@ def _model(steps_per_execution: int = 1) -> keras.Model:
     return model
 
 
-def _data(delay_s: float = 0.0) -> tf.data.Dataset:
+class _Clock:
+    """A fake ``time.perf_counter`` that moves only when the test advances it."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _data(clock: _Clock | None = None, fetch_s: float = 0.0) -> tf.data.Dataset:
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (4, 8, 8, 3)).astype("float32")
     labels = np.array([0, 1, 0, 1], "int32")
 
     def batches():
         while True:
-            time.sleep(delay_s)  # a pipeline that cannot keep up
+            if clock is not None:
+                clock.advance(fetch_s)  # producing this batch takes fetch_s
             yield images, labels
 
-    return tf.data.Dataset.from_generator(
+    ds = tf.data.Dataset.from_generator(
         batches,
         output_signature=(
             tf.TensorSpec((4, 8, 8, 3), tf.float32),
             tf.TensorSpec((4,), tf.int32),
         ),
     )
+    # No prefetch anywhere: each batch is produced inside the fetch that asks for it, so
+    # the clock moves during that fetch and nowhere else.
+    options = tf.data.Options()
+    options.experimental_optimization.inject_prefetch = False
+    options.autotune.enabled = False
+    return ds.with_options(options)
 
 
-def test_input_wait_share_is_high_when_the_pipeline_is_slow():
-    slow, fast = callbacks_lib.InputWait(), callbacks_lib.InputWait()
-    history = _model().fit(_data(0.15), epochs=2, steps_per_epoch=4, callbacks=[slow], verbose=0)
-    _model().fit(_data(0.0).prefetch(4), epochs=2, steps_per_epoch=4, callbacks=[fast], verbose=0)
-    assert len(slow.per_epoch) == 2 and len(fast.per_epoch) == 2
-    # A 150 ms wait per batch against a step of a few ms: nearly all of the step time.
-    assert min(slow.per_epoch) > 0.8
-    assert max(fast.per_epoch) < min(slow.per_epoch)
-    assert history.history["input_wait_share"] == pytest.approx(slow.per_epoch)
-    # (The first epoch's waits overlap the excluded first step's tracing.)
-    assert history.history["input_wait_ms_per_step"][-1] > 140
+class _Step(keras.callbacks.Callback):
+    """Listed before InputWait: each training step takes ``step_s`` on the clock."""
+
+    def __init__(self, clock: _Clock, step_s: float):
+        super().__init__()
+        self.clock, self.step_s = clock, step_s
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.clock.advance(self.step_s)
+
+
+@pytest.mark.parametrize("fetch_ms, share", [(150, 0.75), (0, 0.0)])
+def test_input_wait_share_is_the_share_of_step_time_spent_fetching(monkeypatch, fetch_ms, share):
+    clock = _Clock()
+    monkeypatch.setattr(callbacks_lib, "time", types.SimpleNamespace(perf_counter=clock))
+    wait = callbacks_lib.InputWait()
+    # Each step: fetch_ms waiting for the batch, then 50 ms of compute.
+    history = _model().fit(
+        _data(clock, fetch_ms / 1000),
+        epochs=2,
+        steps_per_epoch=4,
+        callbacks=[_Step(clock, 0.05), wait],
+        verbose=0,
+    )
+    assert wait.per_epoch == pytest.approx([share, share])
+    assert history.history["input_wait_share"] == pytest.approx(wait.per_epoch)
+    assert history.history["input_wait_ms_per_step"] == pytest.approx([fetch_ms, fetch_ms])
 
 
 @pytest.mark.parametrize("steps_per_execution", [1, 2])

@@ -9,16 +9,36 @@ import pathlib
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from absl import app, flags
+from conftest import REPO_ROOT, subprocess_env, write_kaggle_folder
 
 from records import config_flags, make_records, schema, writer
 from records.convert_options import ConvertOptions
-from tests.conftest import REPO_ROOT, subprocess_env, write_kaggle_folder
 
 COMMAND = [sys.executable, "-m", "records.make_records"]
+# make_records with a test-only hook: `python -c KILLED_AFTER_SHARDS N --flags...` SIGKILLs
+# its whole process group (itself and its pool workers, like a real kill) right after the
+# Nth shard is renamed to its final name, so the kill lands at the same point on any
+# machine, however fast.
+KILLED_AFTER_SHARDS = """
+import os, signal, sys
+from records import make_records, writer
+kill_after, written = int(sys.argv.pop(1)), 0
+write_shard = writer._write_shard
+
+def write_shard_then_maybe_die(*args, **kwargs):
+    global written
+    sidecar = write_shard(*args, **kwargs)
+    written += 1
+    if written == kill_after:
+        os.killpg(0, signal.SIGKILL)
+    return sidecar
+
+writer._write_shard = write_shard_then_maybe_die
+make_records.run()
+"""
 
 
 def _env() -> dict[str, str]:
@@ -157,28 +177,20 @@ def test_killed_conversion_resumes_to_the_same_result(tmp_path):
         "--max_short_side=48",
         "--num_workers=2",
     ]
-    total = sum(num_shards.values())
-    killed_with = None
-    for _ in range(3):  # A loaded machine can finish before the poll sees it; retry.
-        process = _start(args, start_new_session=True)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and process.poll() is None:
-            finals, _ = _shard_state(out)
-            if finals:
-                # The whole group: the parent and its pool workers, like a real kill.
-                os.killpg(process.pid, signal.SIGKILL)
-                break
-            time.sleep(0.002)
-        else:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-        process.communicate(timeout=60)
-        finals, has_manifest = _shard_state(out)
-        if not has_manifest and 1 <= len(finals) < total:
-            killed_with = len(finals)
-            break
-        subprocess.run(["rm", "-rf", str(out)], check=True)
-    assert killed_with is not None, "could not catch the conversion mid-way in 3 tries"
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_AFTER_SHARDS, "5", *args],
+        cwd=REPO_ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        start_new_session=True,  # Its own process group: the kill takes no one else.
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    finals, has_manifest = _shard_state(out)
+    assert len(finals) == 5 and not has_manifest
+    # The resume must reuse these as they are.
+    left_bytes = {name: (out / name).read_bytes() for name in finals}
 
     # The interrupted conversion is not silently mixed with other settings.
     with pytest.raises(writer.OutputDirError, match="max_short_side: 48 there, 64 now"):
@@ -198,8 +210,17 @@ def test_killed_conversion_resumes_to_the_same_result(tmp_path):
     assert process.returncode == 0, output
     assert "resuming:" in output and "checks out" in output, output
     manifest = json.loads((out / schema.MANIFEST_NAME).read_text())
-    assert manifest["run"]["shards_reused"] >= 1
-    assert manifest["run"]["images_processed"] < 240
+    assert manifest["run"]["shards_reused"] == 5
+    # Only the images of the shards the kill left unwritten are converted again.
+    written_before = sum(
+        shard["num_examples"]
+        for split in manifest["splits"].values()
+        for shard in split["shards"]
+        if shard["file"] in finals
+    )
+    assert written_before > 0
+    assert manifest["run"]["images_processed"] == 240 - written_before
+    assert all((out / name).read_bytes() == data for name, data in left_bytes.items())
 
     # An uninterrupted run of the same conversion: equal bytes and manifest.
     reference = tmp_path / "reference"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 
 import h5py
 import keras
@@ -124,6 +125,25 @@ def test_imagenet_download_failure_says_what_to_do(monkeypatch, tmp_path):
     assert model_lib.NOTOP_WEIGHTS_FILE in message
     assert str(tmp_path / "keras_home" / "models") in message
     assert "--weights=/path/to/" in message and "--weights=none" in message
+
+
+def test_imagenet_download_runs_under_a_socket_timeout(monkeypatch, tmp_path):
+    # A network that accepts and never answers would hang a download without a socket
+    # timeout (urllib sets none); with one, it fails like an offline machine.
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    timeouts = []
+
+    def unanswered(*args, **kwargs):
+        timeouts.append(socket.getdefaulttimeout())
+        raise Exception(f"URL fetch failure: {TimeoutError('timed out')}")
+
+    monkeypatch.setattr(keras.utils, "get_file", unanswered)
+    before = socket.getdefaulttimeout()
+    with pytest.raises(model_lib.WeightsError, match="could not download"):
+        model_lib.resolve_weights("imagenet")
+    [timeout] = timeouts
+    assert timeout is not None and 0 < timeout <= 60
+    assert socket.getdefaulttimeout() == before  # Put back for the rest of the process.
 
 
 def test_weights_none_warns_about_freezing(caplog):

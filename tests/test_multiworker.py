@@ -7,19 +7,24 @@ run here is a fresh `python -m trainer.train` process.
 from __future__ import annotations
 
 import json
-import pathlib
 import subprocess
 
 import keras
 import numpy as np
 import pandas as pd
-from conftest import free_ports, make_jpeg_bytes, subprocess_env, train_command, write_records
+from conftest import (
+    REPO_ROOT,
+    free_ports,
+    make_jpeg_bytes,
+    subprocess_env,
+    train_command,
+    train_runner_command,
+    write_records,
+)
 
 from records import schema
-from trainer import callbacks as callbacks_lib
 from trainer import model as model_lib
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 COMMON = [
     "--weights=none",
     "--image_size=32",
@@ -36,8 +41,17 @@ COMMON = [
 _env = subprocess_env
 
 
-def _command(records_dir, model_dir, *flags):
-    return train_command(records_dir, model_dir, *COMMON, *flags)
+def _command(records_dir, model_dir, *flags, command=train_command):
+    return command(records_dir, model_dir, *COMMON, *flags)
+
+
+def _dumping(dump_dir):
+    """``train`` through tests/train_runner.py, which writes each batch's logs to dump_dir."""
+
+    def command(records_dir, model_dir, *flags):
+        return train_runner_command(records_dir, model_dir, f"--dump_dir={dump_dir}", *flags)
+
+    return command
 
 
 def _records(tmp_path, num_train=32, num_val=8):
@@ -129,14 +143,17 @@ def test_multi_worker_two_processes_train_and_log_like_one_process(tmp_path):
             tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
             processes.append(
                 subprocess.Popen(
-                    _command(records_dir, model_dir, "--strategy=multi_worker", *flags),
+                    _command(
+                        records_dir,
+                        model_dir,
+                        "--strategy=multi_worker",
+                        *flags,
+                        command=_dumping(tmp_path / f"batches{index}"),
+                    ),
                     stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT,
                     text=True,
-                    env=_env(
-                        TF_CONFIG=json.dumps(tf_config),
-                        **{callbacks_lib.DUMP_DIR_ENV: str(tmp_path / f"batches{index}")},
-                    ),
+                    env=_env(TF_CONFIG=json.dumps(tf_config)),
                     cwd=REPO_ROOT,
                 )
             )
@@ -158,11 +175,17 @@ def test_multi_worker_two_processes_train_and_log_like_one_process(tmp_path):
     assert sorted(p.name for p in model_dir.iterdir() if "worker" in p.name) == []
 
     one = subprocess.run(
-        _command(records_dir, tmp_path / "one", "--strategy=one_device", *flags),
+        _command(
+            records_dir,
+            tmp_path / "one",
+            "--strategy=one_device",
+            *flags,
+            command=_dumping(tmp_path / "batches_one"),
+        ),
         capture_output=True,
         text=True,
         timeout=240,
-        env=_env(**{callbacks_lib.DUMP_DIR_ENV: str(tmp_path / "batches_one")}),
+        env=_env(),
         cwd=REPO_ROOT,
     )
     assert one.returncode == 0, one.stderr[-3000:]

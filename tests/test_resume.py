@@ -1,9 +1,10 @@
 """Tests for trainer/resume.py: a resumed run must be the run that was interrupted.
 
 The library tests interrupt ``fit`` in-process with scripted val_accuracy values; the
-subprocess test SIGKILLs real ``train`` runs at exact points through the trainer's test
-hook (``callbacks.KILL_AT_ENV``), not by timing, and reads what each resume restored
-through its other hook (``callbacks.DUMP_DIR_ENV``).
+subprocess tests SIGKILL real training runs at exact points, not by timing, through
+tests/train_runner.py (``train`` with a test-only callback, ``--kill_at``), which also
+scripts val_accuracy (``--val_accuracy``: early stopping and best.keras follow the
+script, not the training trajectory) and dumps what each resume restored (``--dump_dir``).
 """
 
 from __future__ import annotations
@@ -19,15 +20,11 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import subprocess_env, train_command
+from conftest import REPO_ROOT, subprocess_env, train_runner_command
 
-from pipeline import dataset as dataset_lib
-from records.manifest import Manifest
 from trainer import callbacks as callbacks_lib
+from trainer import features, resume
 from trainer import model as model_lib
-from trainer import resume
-
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 class _Interrupted(Exception):
@@ -190,33 +187,44 @@ FLAGS = [
     "--steps_per_epoch=3",
     "--backup_freq=2",
     "--early_stopping_patience=2",
-    # Large enough that every epoch's val_loss differs (it identifies best.keras's epoch).
     "--learning_rate=0.01",
     "--fine_tune_learning_rate=0.01",
 ]
 PHASE_TWO_START = 4
-PATIENCE = 2
-STEPS = 3
-# Test hook kill points PHASE:EPOCH:BATCH, in order: each run resumes the one before.
+# The val_accuracy every run reports for epochs 0..7, whatever the weights. Unbroken,
+# EarlyStopping(patience=2) stops phase one after epoch 2 (no gain after epoch 0) and
+# phase two after epoch 6 (none after epoch 4); epoch 4 is the best: best.keras.
+SCRIPT = [0.5, 0.5, 0.5, 0.5, 0.75, 0.625, 0.625, 0.625]
+UNBROKEN_HISTORY = [0, 1, 2, 4, 5, 6]
+BEST_EPOCH = 4
+# Kill points PHASE:EPOCH:BATCH, in order: each run resumes the one before. A resume that
+# lost EarlyStopping's patience would run epoch 3 or 7 (its first epoch after the
+# resume would count as a gain); one that lost phase one's stop would run epoch 3; one
+# that lost the best score would let epoch 5 (0.625) replace epoch 4 in best.keras.
 KILLS = [
     "0:1:2",  # Phase one mid-epoch, after the backup at batch 1.
     "0:1:end",  # Phase one: epoch 1's history row written, its backup not.
-    "1:4:0",  # Phase boundary: phase one over, phase two trained a step, has no backup.
-    "1:5:2",  # Phase two mid-epoch.
+    "1:4:0",  # Phase boundary: phase one stopped early, phase two trained a step, no backup.
+    "1:5:2",  # Phase two mid-epoch, after the backup at batch 1.
 ]
+# What the backup a kill left holds: (phase, epoch, batch, at an epoch end, phase one
+# stopped, best {value, epoch}, EarlyStopping (wait, best)).
+LEFT = {
+    "0:1:2": (0, 1, 1, False, False, {"value": 0.5, "epoch": 0}, (0, 0.5)),
+    "0:1:end": (0, 1, 1, False, False, {"value": 0.5, "epoch": 0}, (0, 0.5)),
+    "1:4:0": (0, 3, 0, True, True, {"value": 0.5, "epoch": 0}, (2, 0.5)),
+    "1:5:2": (1, 5, 1, False, False, {"value": 0.75, "epoch": 4}, (0, 0.75)),
+}
 
 
-def _train(records_dir, model_dir, kill_at, dump_dir):
-    env = subprocess_env(
-        **{callbacks_lib.KILL_AT_ENV: kill_at, callbacks_lib.DUMP_DIR_ENV: str(dump_dir)}
-    )
-    # subprocess.run kills the child if the timeout expires.
+def _train(records_dir, model_dir, dump_dir, *flags):
+    # subprocess.run kills the child if the timeout expires (a hang, not a slow run).
     return subprocess.run(
-        train_command(records_dir, model_dir, *FLAGS),
+        train_runner_command(records_dir, model_dir, f"--dump_dir={dump_dir}", *flags),
         capture_output=True,
         text=True,
-        timeout=300,
-        env=env,
+        timeout=600,
+        env=subprocess_env(),
         cwd=REPO_ROOT,
     )
 
@@ -231,33 +239,6 @@ def _h5_arrays(path) -> dict[str, np.ndarray]:
     with h5py.File(path, "r") as f:
         f.visititems(add)
     return arrays
-
-
-def _early_stopping_replay(values):
-    """Keras' EarlyStopping(mode=max) over (epoch, val_accuracy): (wait, best, stop epoch)."""
-    wait, best = 0, None
-    for epoch, value in values:
-        wait += 1
-        if best is None or value > best:
-            wait, best = 0, value
-        elif wait >= PATIENCE and epoch > 0:
-            return wait, best, epoch
-    return wait, best, None
-
-
-def _expected_epochs(history: pd.DataFrame) -> list[int]:
-    """The epochs an uninterrupted run logs, given these val_accuracy values."""
-    values = dict(zip(history["epoch"], history["val_accuracy"]))
-    expected = []
-    for start, end in [(0, PHASE_TWO_START), (PHASE_TWO_START, 2 * PHASE_TWO_START)]:
-        phase = []
-        for epoch in range(start, end):
-            assert epoch in values, f"epoch {epoch} is missing from history.csv"
-            phase.append((epoch, values[epoch]))
-            if _early_stopping_replay(phase)[2] is not None:
-                break
-        expected += [epoch for epoch, _ in phase]
-    return expected
 
 
 def _snapshot(model_dir: pathlib.Path, snapshot: pathlib.Path) -> tuple[int, dict]:
@@ -275,28 +256,18 @@ def _snapshot(model_dir: pathlib.Path, snapshot: pathlib.Path) -> tuple[int, dic
 def _check_restored(snapshot: pathlib.Path, phase: int, state: dict, dump: pathlib.Path):
     """What a resumed run held right after its restore equals what the kill left."""
     backup = _h5_arrays(snapshot / ["backup", "backup_fine_tune"][phase] / state["weights_file"])
-    history = pd.read_csv(snapshot / callbacks_lib.HISTORY_NAME)
-    committed = history[history["epoch"] < state["epoch"]]
     phase_over = phase == 0 and (state["stop_training"] or state["epoch"] == PHASE_TWO_START)
     # Phase one over: the resumed run starts phase two (phase one runs no epoch).
     dumped_phase = 1 if phase_over else phase
     assert not (phase_over and (dump / "phase0.json").exists()), "phase one ran again"
     restored = json.loads((dump / f"phase{dumped_phase}.json").read_text())
     dumped = _h5_arrays(dump / f"phase{dumped_phase}.weights.h5")
-
-    # best.keras's score: the best val_accuracy of the epochs backed up, in either phase.
-    best_row = committed.loc[committed["val_accuracy"].idxmax()]
-    expected_best = {"value": best_row["val_accuracy"], "epoch": int(best_row["epoch"])}
-    assert restored["best"] == expected_best
     if phase_over:
-        # Phase two starts from phase one's final weights, with a fresh optimizer and
-        # patience.
+        # Phase two starts from phase one's final weights, with a fresh optimizer.
         layers = [name for name in backup if name.startswith("layers/")]
         for name in layers:
             np.testing.assert_array_equal(dumped[name], backup[name], err_msg=name)
         assert restored["epoch"] == PHASE_TWO_START and restored["iterations"] == 0
-        assert restored["early_stopping"]["wait"] == 0
-        assert restored["early_stopping"]["best"] is None
         return
     # The weights, the iteration count and the momentum slots, exactly as backed up.
     assert dumped.keys() == backup.keys()
@@ -306,19 +277,17 @@ def _check_restored(snapshot: pathlib.Path, phase: int, state: dict, dump: pathl
     slots = [name for name in backup if name.startswith("optimizer/vars/")][2:]
     assert slots and any(np.any(backup[name]) for name in slots), "momentum all zero"
     assert restored["epoch"] == state["epoch"]
-    # EarlyStopping's patience as an unbroken EarlyStopping had it after those epochs.
-    in_phase = committed[committed["epoch"] >= phase * PHASE_TWO_START]
-    wait, best, _ = _early_stopping_replay(zip(in_phase["epoch"], in_phase["val_accuracy"]))
-    assert (restored["early_stopping"]["wait"], restored["early_stopping"]["best"]) == (wait, best)
 
 
 def test_sigkill_at_every_point_resumes_the_same_run(tiny_records, tmp_path):
     model_dir = tmp_path / "model"
+    script = "--val_accuracy=" + ",".join(map(str, SCRIPT))
     left = {}  # Kill point -> (snapshot dir, phase to resume, its backup state).
     previous = None
     for index, kill_at in enumerate([*KILLS, ""]):
         dump = tmp_path / f"dump{index}"
-        result = _train(tiny_records, model_dir, kill_at, dump)
+        kill = [f"--kill_at={kill_at}"] if kill_at else []
+        result = _train(tiny_records, model_dir, dump, *FLAGS, script, *kill)
         expected_code = -signal.SIGKILL if kill_at else 0
         assert result.returncode == expected_code, f"{kill_at}: {result.stderr[-3000:]}"
         if previous:
@@ -329,37 +298,90 @@ def test_sigkill_at_every_point_resumes_the_same_run(tiny_records, tmp_path):
             left[kill_at] = (snapshot, *_snapshot(model_dir, snapshot))
         previous = kill_at
 
-    # Each kill landed where it was meant to: (phase, epoch, batch, at an epoch end).
-    def where(kill_at):
-        _, phase, state = left[kill_at]
-        return phase, state["epoch"], state["batch"], state["epoch_end"]
-
-    assert where("0:1:2") == (0, 1, 1, False)
-    assert where("0:1:end") == (0, 1, 1, False)
+    # Each kill landed where it was meant to, and its backup holds the run's state.
+    for kill_at, (phase, epoch, batch, epoch_end, stopped, best, early_stopping) in LEFT.items():
+        _, left_phase, state = left[kill_at]
+        assert (left_phase, state["epoch"], state["batch"], state["epoch_end"]) == (
+            phase,
+            epoch,
+            batch,
+            epoch_end,
+        ), kill_at
+        assert state["stop_training"] == stopped, kill_at
+        assert state["best"] == best, kill_at
+        waited = state["early_stopping"]
+        assert (waited["wait"], waited["best"]) == early_stopping, kill_at
     snapshot = left["0:1:end"][0]
     assert 1 in _history_epochs(snapshot / callbacks_lib.HISTORY_NAME)  # Row, no backup.
-    assert where("1:4:0")[0] == 0 and where("1:4:0")[3]  # No phase-two backup yet.
-    # With these settings EarlyStopping ends phase one early, so the boundary resume also
-    # restores a stop (if the settings change, pick ones where it still does).
-    assert left["1:4:0"][2]["stop_training"]
-    assert where("1:5:2") == (1, 5, 1, False)
 
     history = pd.read_csv(model_dir / callbacks_lib.HISTORY_NAME)
     metrics = json.loads((model_dir / "metrics.json").read_text())
-    # Every epoch once, in order, and as many as an uninterrupted run with these values.
-    assert history["epoch"].tolist() == _expected_epochs(history)
-    assert len(history) < 2 * PHASE_TWO_START  # EarlyStopping did stop a phase.
-    # best.keras holds the epoch metrics.json names: its val_loss is that epoch's.
-    best_epoch = metrics["best_val_accuracy_epoch"] - 1
+    # Every epoch once, in order, as the unbroken run; the script reached every callback.
+    assert history["epoch"].tolist() == UNBROKEN_HISTORY
+    np.testing.assert_array_equal(history["val_accuracy"], [SCRIPT[e] for e in UNBROKEN_HISTORY])
+    assert metrics["best_val_accuracy_epoch"] == BEST_EPOCH + 1
+    # best.keras holds epoch 4's weights, as the run killed in epoch 5 left them at the
+    # end of epoch 4 (its dump), not a later epoch's.
     best_model = model_lib.load_model(str(model_dir / callbacks_lib.BEST_MODEL_NAME))
-    best_model.compile(loss="sparse_categorical_crossentropy")
-    val = dataset_lib.eval_dataset(Manifest.load(str(tiny_records)), 8, image_size=32)
-    val_loss = best_model.evaluate(val, verbose=0, return_dict=True)["loss"]
-    distance = (history.set_index("epoch")["val_loss"] - val_loss).abs()
-    assert distance.idxmin() == best_epoch and distance.min() < 1e-5 * val_loss
-    assert sorted(distance)[1] > 1e-4 * val_loss  # No other epoch is that close.
-    # Without the restored best score, epoch 1 (no better than epoch 0, the first epoch
-    # after a resume) would have replaced best.keras: the check above would catch it.
-    val_accuracy = history.set_index("epoch")["val_accuracy"]
-    assert val_accuracy[1] <= val_accuracy[0]
+    epoch_four = _h5_arrays(tmp_path / "dump3" / f"epoch{BEST_EPOCH}.weights.h5")
+    best_model.save_weights(tmp_path / "best.weights.h5")
+    saved = _h5_arrays(tmp_path / "best.weights.h5")
+    layers = [name for name in saved if name.startswith("layers/")]
+    assert layers
+    for name in layers:
+        np.testing.assert_array_equal(saved[name], epoch_four[name], err_msg=name)
     assert not list(model_dir.glob("backup*"))
+
+
+FEATURES_FLAGS = [
+    # The demo's recipe (Makefile, BACKBONE=efficientnet_lite0) at a test's size: the
+    # frozen base runs once, the head trains on its output with Adam.
+    "--backbone=efficientnet_lite0",
+    "--weights=none",
+    "--freeze_layers=141",
+    "--input_mode=features",
+    "--pooling=avg",
+    "--optimizer=adam",
+    "--learning_rate=1e-3",
+    "--augment=none",
+    "--image_size=32",
+    "--dense_units=8",
+    "--batch_size=8",
+    "--notensorboard",
+    "--seed=5",
+    "--epochs=3",
+    "--steps_per_epoch=3",
+    "--backup_freq=2",
+    "--early_stopping_patience=0",
+]
+
+
+def test_sigkill_in_features_mode_resumes_the_head_and_saves_it(tiny_records, tmp_path):
+    model_dir = tmp_path / "model"
+    killed = _train(tiny_records, model_dir, tmp_path / "dump0", *FEATURES_FLAGS, "--kill_at=0:1:2")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert not (model_dir / "metrics.json").exists()
+    state = resume.read_backup_state(str(model_dir / "backup"))
+    assert (state["epoch"], state["batch"], state["epoch_end"]) == (1, 1, False)
+    backup = _h5_arrays(model_dir / "backup" / state["weights_file"])
+
+    result = _train(tiny_records, model_dir, tmp_path / "dump1", *FEATURES_FLAGS)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming from the backup" in result.stderr
+    # The head (what trains on features) and Adam's state, exactly as backed up.
+    restored = json.loads((tmp_path / "dump1" / "phase0.json").read_text())
+    dumped = _h5_arrays(tmp_path / "dump1" / "phase0.weights.h5")
+    assert dumped.keys() == backup.keys()
+    for name in backup:
+        np.testing.assert_array_equal(dumped[name], backup[name], err_msg=name)
+    assert (restored["epoch"], restored["iterations"]) == (1, int(backup["optimizer/vars/0"]))
+    assert _history_epochs(model_dir / callbacks_lib.HISTORY_NAME) == [0, 1, 2]
+    # model.keras (raw RGB in) carries the head the resumed run trained to its end.
+    head = features.head_model(model_lib.load_model(str(model_dir / "model.keras")))
+    head.save_weights(tmp_path / "saved_head.weights.h5")
+    saved = _h5_arrays(tmp_path / "saved_head.weights.h5")
+    final = _h5_arrays(tmp_path / "dump1" / "epoch2.weights.h5")
+    layers = [name for name in final if name.startswith("layers/")]
+    assert len(layers) == 4  # Dense and predictions: kernel and bias each.
+    for name in layers:
+        np.testing.assert_array_equal(saved[name], final[name], err_msg=name)

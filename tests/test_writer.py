@@ -500,15 +500,16 @@ def test_two_processes_into_one_folder(tmp_path):
         [
             sys.executable,
             "-c",
-            "import sys, time\n"
+            "import sys\n"
             "from records import lock\n"
             "with lock.DirectoryLock(sys.argv[1]):\n"
             "    print('locked', flush=True)\n"
-            "    time.sleep(300)\n",
+            "    sys.stdin.read()  # Holds the lock until the test kills it.\n",
             str(out),
         ],
         cwd=REPO_ROOT,
         env=subprocess_env(),
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )

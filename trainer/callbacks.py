@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
-import signal
 import time
+from collections.abc import Sequence
 
 import keras
 import tensorflow as tf
@@ -198,70 +197,6 @@ def _tensorboard_installed() -> bool:
     return importlib.util.find_spec("tensorboard") is not None
 
 
-# Test hooks, off unless their environment variable is set (tests/test_resume.py sets
-# them): they let a test stop a run at an exact point and see what a resume restored,
-# without sleeping and hoping.
-# TRAINER_TEST_KILL_AT=PHASE:EPOCH:BATCH SIGKILLs the process after that training batch
-# (0-based; EPOCH counts across phases, PHASE is 0 or 1), before a backup at that batch;
-# BATCH=end kills at that epoch's end after its history row, before its backup.
-KILL_AT_ENV = "TRAINER_TEST_KILL_AT"
-# TRAINER_TEST_DUMP_DIR=DIR: at the first epoch of each phase's fit, before any step,
-# writes the weights and optimizer state (DIR/phase<P>.weights.h5) and the checkpoint
-# and EarlyStopping state (DIR/phase<P>.json) as the restore left them; and appends each
-# training batch's logs, as callbacks get them, to DIR/batch_logs.jsonl (the per-batch
-# values trainer/keras_compat.py reduces across workers).
-DUMP_DIR_ENV = "TRAINER_TEST_DUMP_DIR"
-
-
-class ResumeTestHook(keras.callbacks.Callback):
-    """The test hook behind ``KILL_AT_ENV`` and ``DUMP_DIR_ENV`` (tests only)."""
-
-    def __init__(
-        self,
-        phase: int,
-        checkpoint: InferenceModelCheckpoint,
-        early_stopping: keras.callbacks.EarlyStopping | None,
-        kill_at: str | None,
-        dump_dir: str | None,
-    ):
-        super().__init__()
-        self.phase = phase
-        self._checkpoint = checkpoint
-        self._early_stopping = early_stopping
-        self._kill_at = kill_at
-        self._dump_dir = dump_dir
-        self._epoch = None
-        self._dumped = False
-
-    def _maybe_kill(self, epoch, point):
-        if self._kill_at == f"{self.phase}:{epoch}:{point}":
-            logging.warning("%s=%s: killing this process", KILL_AT_ENV, self._kill_at)
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-        if self._dump_dir and not self._dumped:
-            self._dumped = True
-            os.makedirs(self._dump_dir, exist_ok=True)
-            prefix = os.path.join(self._dump_dir, f"phase{self.phase}")
-            self.model.save_weights(f"{prefix}.weights.h5")
-            state = resume.callback_state(self._checkpoint, self._early_stopping)
-            state.update(epoch=epoch, iterations=int(self.model.optimizer.iterations.numpy()))
-            with open(f"{prefix}.json", "w") as f:
-                json.dump(state, f)
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self._dump_dir:
-            values = {key: float(value) for key, value in (logs or {}).items()}
-            line = {"phase": self.phase, "epoch": self._epoch, "batch": batch, **values}
-            with open(os.path.join(self._dump_dir, "batch_logs.jsonl"), "a") as f:
-                f.write(json.dumps(line) + "\n")
-        self._maybe_kill(self._epoch, batch)
-
-    def on_epoch_end(self, epoch, logs=None):
-        self._maybe_kill(epoch, "end")
-
-
 def make_callbacks(
     *,
     write_dir: str,
@@ -274,6 +209,7 @@ def make_callbacks(
     append_history: bool,
     tensorboard: bool = True,
     progress_mode: str = progress.LINES,
+    extra_callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> tuple[list[keras.callbacks.Callback], Throughput, keras.callbacks.ModelCheckpoint]:
     """Builds the run's callbacks.
 
@@ -290,6 +226,8 @@ def make_callbacks(
       tensorboard: Whether to write TensorBoard logs.
       progress_mode: ``progress.BAR`` (a bar within each epoch) or ``progress.LINES``;
         either way one line per epoch (``progress.EpochProgress``).
+      extra_callbacks: The caller's own callbacks, placed after the run's and before the
+        backup (see ``fit.train``).
 
     Returns:
       (callbacks in order, the throughput meter, the best-model checkpoint).
@@ -330,16 +268,9 @@ def make_callbacks(
             "TensorBoard logs skipped: the tensorboard package is not installed "
             "(pip install tensorboard to get them, or pass --notensorboard to silence this)"
         )
-    if os.environ.get(KILL_AT_ENV) or os.environ.get(DUMP_DIR_ENV):
-        callbacks.append(
-            ResumeTestHook(
-                phase,
-                best,
-                early_stopping,
-                os.environ.get(KILL_AT_ENV),
-                os.environ.get(DUMP_DIR_ENV),
-            )
-        )
+    # After the others, so they see each epoch's complete logs (history row written, best
+    # score and patience updated); before the backup, which commits what they did.
+    callbacks.extend(extra_callbacks)
     # Last: at an epoch end it commits the state the others have just updated (history
     # row, best score, patience), and at train begin it restores theirs after
     # EarlyStopping's own reset (see resume.BackupAndRestore).

@@ -14,6 +14,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 
 import keras
 import pandas as pd
@@ -63,6 +64,8 @@ class _Run:
     # only if better.
     best: float | None = None
     best_epoch: int | None = None
+    # The caller's own callbacks (``train``'s ``callbacks``), in every phase's fit.
+    extra_callbacks: Sequence[keras.callbacks.Callback] = ()
 
 
 def compile_model(
@@ -113,6 +116,7 @@ def _run_phase(run: _Run, phase: _Phase, append_history: bool) -> None:
         append_history=append_history,
         tensorboard=config.tensorboard,
         progress_mode=progress.progress_mode(sys.stdout),
+        extra_callbacks=run.extra_callbacks,
     )
     # A resumed phase then puts its backup's best in place (resume.BackupAndRestore).
     best.best, best.best_epoch = run.best, run.best_epoch
@@ -170,12 +174,19 @@ def build_models(config: TrainConfig, strategy: tf.distribute.Strategy):
     return fit_model, inference_model
 
 
-def train(config: TrainConfig) -> dict:
+def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict:
     """Trains the model described by ``config`` and writes its outputs to ``config.model_dir``.
 
     Outputs (chief only): model.keras (final), best.keras (best val_accuracy),
     history.csv, metrics.json, training_curves.png, tensorboard/. A run killed part-way
     resumes from ``model_dir/backup`` when the same command is run again.
+
+    Args:
+      config: The run's settings.
+      callbacks: Extra Keras callbacks for every phase's ``fit`` (the same objects in
+        both phases), after the run's own and before its backup: at an epoch end they
+        see the complete logs, and the backup commits what they changed. The ``fit``
+        they see trains the head alone in phase one of ``--input_mode=features``.
 
     Returns:
       The metrics also written to metrics.json.
@@ -223,7 +234,15 @@ def train(config: TrainConfig) -> dict:
         replicas,
         policy,
     )
-    run = _Run(config, strategy, data, fit_model, inference_model, write_dir)
+    run = _Run(
+        config,
+        strategy,
+        data,
+        fit_model,
+        inference_model,
+        write_dir,
+        extra_callbacks=tuple(callbacks),
+    )
     phases = [_Phase("phase one", 0, config.epochs, config.learning_rate, backup_dir)]
     if config.fine_tune_epochs:
         phases.append(
