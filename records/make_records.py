@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from absl import logging
 
-from records import config_flags, sources, verify, writer
+from core import settings
+from records import sources, verify, writer
 from records.convert_options import ConvertOptions
 
 
@@ -67,7 +68,7 @@ def convert_and_report(options: ConvertOptions) -> int:
 
 
 def run() -> None:
-    config_flags.run(ConvertOptions, convert_and_report, __name__)
+    settings.run(ConvertOptions, convert_and_report, __name__)
 
 
 if __name__ == "__main__":

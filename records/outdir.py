@@ -6,14 +6,13 @@ module reads that state back: whether the folder is free (``lock_output_dir``), 
 whether it holds nothing of ours, this same conversion finished, this conversion half
 done (resume), or a different one (refused without ``--overwrite``).
 
-The lock file (``records.lock``) is not one of "our files": ``--overwrite`` never
+The lock file (``core.lock``) is not one of "our files": ``--overwrite`` never
 removes it, and ``verify_records`` only looks at shard names.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -21,37 +20,18 @@ from typing import Any
 
 from absl import logging
 
-from records import lock, schema
+from core import lock
+from core.files import TMP_SUFFIX, sha256_file
+from records import schema
 from records.convert_options import ConvertOptions
 from records.plan import Plan
 
 WORK_DIR = ".make_records"
 PLAN_NAME = "plan.json"
-TMP_SUFFIX = ".tmp"
 
 
 class OutputDirError(ValueError):
     """``--output_dir`` holds something this run must not overwrite or cannot use."""
-
-
-def sha256_file(path: str) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def write_json_atomically(path: str, content: dict[str, Any]) -> None:
-    """Writes JSON under a temp name, fsyncs, renames: readers never see half a file."""
-    tmp = path + TMP_SUFFIX
-    with open(tmp, "w") as f:
-        json.dump(content, f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def sidecar_path(output_dir: str, shard_file: str) -> str:
@@ -78,7 +58,7 @@ def finished_sidecar(output_dir: str, shard_file: str, digest: str) -> dict[str,
 def our_files(output_dir: str) -> list[str]:
     """Files in output_dir that a conversion writes (what --overwrite may delete).
 
-    Not the lock file (``records.lock``): the running conversion holds it.
+    Not the lock file (``core.lock``): the running conversion holds it.
     """
     names = []
     for name in sorted(os.listdir(output_dir)):

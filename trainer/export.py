@@ -39,7 +39,6 @@ fails the whole call with ``InvalidArgumentError``. An empty batch gets empty ou
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -51,6 +50,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from core.files import sha256_file
 from pipeline import dataset as dataset_lib
 from pipeline import decode
 from records import schema
@@ -346,14 +346,6 @@ def tflite_ops(model_content: bytes) -> dict[str, list[str]]:
             kind = "integer_ops"
         kinds[kind].add(name)
     return {kind: sorted(names) for kind, names in kinds.items()}
-
-
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _files(folder: str) -> Iterable[str]:

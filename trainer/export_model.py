@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from records import config_flags
+from core import settings
 
-setting = config_flags.setting
+setting = settings.setting
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -43,7 +43,7 @@ class ExportConfig:
     overwrite: bool = setting(False, "Replace an existing --output_dir.")
 
     def __post_init__(self):
-        config_flags.check(self)
+        settings.check(self)
 
 
 def main(config: ExportConfig) -> int:
@@ -69,7 +69,7 @@ def main(config: ExportConfig) -> int:
 
 
 def run() -> None:
-    config_flags.run(
+    settings.run(
         ExportConfig, main, __name__, errors=(ValueError, FileNotFoundError, FileExistsError)
     )
 

@@ -9,7 +9,7 @@ A run killed part-way resumes when the same command is run again (model_dir/back
 
 from __future__ import annotations
 
-from records import config_flags
+from core import settings
 from trainer import fit
 from trainer import model as model_lib
 from trainer import strategy as strategy_lib
@@ -25,7 +25,7 @@ def main(config: TrainConfig) -> int:
 
 
 def run() -> None:
-    config_flags.run(
+    settings.run(
         TrainConfig,
         main,
         __name__,

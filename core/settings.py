@@ -11,7 +11,7 @@ next to the code that branches on it) and bounds. From that one definition:
 * ``run(Config, main, __name__)`` is a console script: flags -> config -> ``main(config)``,
   with a one-line error and exit status 1 for the errors a user can fix.
 
-It lives in ``records`` because that is the package every other one may import.
+It lives in ``core``, the bottom package every command imports; it imports no TensorFlow.
 """
 
 from __future__ import annotations
