@@ -53,13 +53,13 @@ def options_from(*args: str) -> ConvertOptions:
 
 def test_exit_codes_and_messages_without_traceback(tmp_path):
     cases = {
-        # A flag mistake: absl usage error, exit 1.
+        # A flag mistake: a user error, exit 2.
         "val_fraction": (
             [f"--input={tmp_path}", f"--output_dir={tmp_path}/o1", "--val_fraction=1.5"],
-            1,
+            2,
             "--val_fraction=1.5 must be < 1",
         ),
-        # An input mistake found by the library: logged error, exit 2.
+        # An input mistake found by the library: a user error, exit 2.
         "missing input": (
             [f"--input={tmp_path}/nowhere", f"--output_dir={tmp_path}/o2"],
             2,
