@@ -79,34 +79,18 @@ def _explain_difference(old_settings: dict[str, Any], new_settings: dict[str, An
     return "the same settings but different input files (added, removed or changed images)"
 
 
-def _remove_if_empty(path: str) -> None:
-    try:
-        os.rmdir(path)
-    except OSError:
-        pass  # Not empty (the run wrote something) or already gone.
-
-
 def lock_output_dir(output_dir: str, stack: contextlib.ExitStack) -> None:
-    """Creates ``output_dir`` and holds its lock until ``stack`` closes.
+    """Creates ``output_dir`` and holds its lock (``core.lock``) until ``stack`` closes.
 
     Raises:
       OutputDirError: If it is not a directory, or another run holds the lock.
     """
-    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise OutputDirError(f"--output_dir {output_dir!r} exists and is not a directory")
-    if not os.path.exists(output_dir):
-        os.makedirs(output_dir)
-        # Made only to hold the lock: a run that fails before writing (a missing input)
-        # leaves no empty folder behind. Runs after the lock file is removed (LIFO).
-        stack.callback(_remove_if_empty, output_dir)
     try:
-        stack.enter_context(lock.DirectoryLock(output_dir))
-    except lock.Held as e:
-        holder = "pid unknown" if e.pid is None else f"pid {e.pid}"
-        raise OutputDirError(
-            f"--output_dir {output_dir} is in use by another make_records run ({holder}); "
-            "wait for it to finish or use another --output_dir"
-        ) from None
+        stack.enter_context(
+            lock.DirectoryLock(output_dir, command="make_records", flag="--output_dir")
+        )
+    except lock.LockError as e:
+        raise OutputDirError(str(e)) from None
 
 
 def check_output_dir(options: ConvertOptions, plan: Plan, digest: str) -> str:
