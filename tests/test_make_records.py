@@ -15,7 +15,7 @@ import pytest
 from absl import app, flags
 
 from core import settings
-from records import make_records, schema, writer
+from records import make_records, schema, sources, writer
 from records.convert_options import ConvertOptions
 from tests.conftest import REPO_ROOT, subprocess_env, write_kaggle_folder
 
@@ -116,11 +116,12 @@ def test_flags_map_to_options():
     assert options_from("--input=a", "--output_dir=o").num_workers == (os.cpu_count() or 1)
 
 
-def test_empty_input_is_exit_code_2_with_a_message(tmp_path, caplog):
+def test_empty_input_is_a_user_error_with_a_message(tmp_path):
+    # Raised to core.settings.run, which prints it once and exits 2 (see above).
     (tmp_path / "empty").mkdir()
     options = options_from(*(f"--input={tmp_path / 'empty'}", f"--output_dir={tmp_path / 'out'}"))
-    assert make_records.convert_and_report(options) == 2
-    assert "holds no files; nothing to convert" in caplog.text
+    with pytest.raises(sources.InputError, match="holds no files; nothing to convert"):
+        make_records.convert_and_report(options)
 
 
 def test_convert_and_verify_exit_zero(tmp_path, caplog):
