@@ -5,3 +5,8 @@ approaches they replace; ``benchmark_train`` (``benchmarks.benchmark_train``) se
 pipeline against the real model's demand. Variants live in one typed registry
 (``benchmarks.variants``); timing and reporting are modules of their own.
 """
+
+from core import tensorflow_logs as _tensorflow_logs
+
+# Before anything here imports TensorFlow: no C++ INFO/WARNING lines unless asked for.
+_tensorflow_logs.install()

@@ -25,13 +25,13 @@ from absl import logging
 
 from benchmarks import headroom, timing
 from benchmarks import report as report_lib
-from records import config_flags
+from core import settings
 from records.manifest import Manifest
 from trainer import optimizers, precision
 from trainer import strategy as strategy_lib
 from trainer.config import TrainConfig
 
-setting = config_flags.setting
+setting = settings.setting
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -66,9 +66,9 @@ class HeadroomConfig:
     host_warmup_batches: int = setting(5, "Untimed pipeline batches first.", minimum=0)
 
     def __post_init__(self):
-        config_flags.check(self)
+        settings.check(self)
 
-    def train_config(self, **settings: Any) -> TrainConfig:
+    def train_config(self, **overrides: Any) -> TrainConfig:
         return TrainConfig(
             records_dir=self.records_dir,
             model_dir=os.path.join(self.output_dir, "unused_model_dir"),
@@ -82,7 +82,7 @@ class HeadroomConfig:
             jit_compile=self.jit_compile,
             tensorboard=False,
             seed=0,
-            **settings,
+            **overrides,
         )
 
 
@@ -224,7 +224,7 @@ def main(config: HeadroomConfig) -> int:
 
 
 def run() -> None:
-    config_flags.run(HeadroomConfig, main, __name__)
+    settings.run(HeadroomConfig, main, __name__)
 
 
 if __name__ == "__main__":

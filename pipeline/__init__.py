@@ -1,8 +1,6 @@
 """pipeline: TFRecord shards -> augmented, prefetched (images, labels) batches."""
 
-import os as _os
+from core import tensorflow_logs as _tensorflow_logs
 
-# Hide TensorFlow's C++ INFO lines (e.g. the CPU-feature notice) in our commands; warnings
-# and errors still show, and a value the user set wins. Must precede TF's import. (The
-# CUDA-probe lines print before TF reads this setting and still appear.)
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+# Before anything here imports TensorFlow: no C++ INFO/WARNING lines unless asked for.
+_tensorflow_logs.install()

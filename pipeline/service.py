@@ -19,9 +19,9 @@ import dataclasses
 import tensorflow as tf
 from absl import logging
 
-from records import config_flags
+from core import settings
 
-setting = config_flags.setting
+setting = settings.setting
 
 ROLES: tuple[str, ...] = ("dispatcher", "worker")
 _GRPC = "grpc://"
@@ -56,7 +56,7 @@ class ServiceConfig:
     )
 
     def __post_init__(self):
-        config_flags.check(self)
+        settings.check(self)
         if self.role == "worker" and not self.dispatcher_address:
             raise ValueError("dispatcher_address is required for --role=worker (HOST:PORT)")
 
@@ -128,7 +128,7 @@ def main(config: ServiceConfig) -> int:
 
 
 def run() -> None:
-    config_flags.run(ServiceConfig, main, __name__)
+    settings.run(ServiceConfig, main, __name__)
 
 
 if __name__ == "__main__":

@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from records import config_flags
+from core import settings
 
-setting = config_flags.setting
+setting = settings.setting
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -58,7 +58,7 @@ class ConvertOptions:
             raise ValueError("inputs: at least one --input is required")
         if isinstance(self.inputs, str):
             raise ValueError(f"inputs={self.inputs!r}: a tuple of paths, not one string")
-        config_flags.check(self)
+        settings.check(self)
         if self.single_process and self.num_workers not in (None, 1):
             raise ValueError(
                 f"single_process conflicts with --num_workers={self.num_workers}; pass only one"

@@ -15,17 +15,21 @@ from __future__ import annotations
 
 from absl import logging
 
-from records import config_flags, sources, verify, writer
+from core import settings
 from records.convert_options import ConvertOptions
 
 
 def convert_and_report(options: ConvertOptions) -> int:
-    """Runs the conversion, logs the outcome; returns the process exit code."""
+    """Runs the conversion, logs the outcome; returns the process exit code.
+
+    Raises:
+      InputError, OutputDirError: A user error (``settings.run`` reports it).
+    """
+    # Here, not at the top: they load TensorFlow, which --help does not need (5 s).
+    from records import verify, writer
+
     try:
         result = writer.convert(options)
-    except (sources.InputError, writer.OutputDirError) as e:
-        logging.error("%s", e)
-        return 2
     except KeyboardInterrupt:
         logging.error("interrupted; rerun the same command to finish the conversion")
         return 130
@@ -67,7 +71,7 @@ def convert_and_report(options: ConvertOptions) -> int:
 
 
 def run() -> None:
-    config_flags.run(ConvertOptions, convert_and_report, __name__)
+    settings.run(ConvertOptions, convert_and_report, __name__)
 
 
 if __name__ == "__main__":

@@ -6,14 +6,13 @@ module reads that state back: whether the folder is free (``lock_output_dir``), 
 whether it holds nothing of ours, this same conversion finished, this conversion half
 done (resume), or a different one (refused without ``--overwrite``).
 
-The lock file (``records.lock``) is not one of "our files": ``--overwrite`` never
+The lock file (``core.lock``) is not one of "our files": ``--overwrite`` never
 removes it, and ``verify_records`` only looks at shard names.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -21,37 +20,18 @@ from typing import Any
 
 from absl import logging
 
-from records import lock, schema
+from core import lock
+from core.files import TMP_SUFFIX, sha256_file
+from records import schema
 from records.convert_options import ConvertOptions
 from records.plan import Plan
 
 WORK_DIR = ".make_records"
 PLAN_NAME = "plan.json"
-TMP_SUFFIX = ".tmp"
 
 
 class OutputDirError(ValueError):
     """``--output_dir`` holds something this run must not overwrite or cannot use."""
-
-
-def sha256_file(path: str) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def write_json_atomically(path: str, content: dict[str, Any]) -> None:
-    """Writes JSON under a temp name, fsyncs, renames: readers never see half a file."""
-    tmp = path + TMP_SUFFIX
-    with open(tmp, "w") as f:
-        json.dump(content, f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def sidecar_path(output_dir: str, shard_file: str) -> str:
@@ -78,7 +58,7 @@ def finished_sidecar(output_dir: str, shard_file: str, digest: str) -> dict[str,
 def our_files(output_dir: str) -> list[str]:
     """Files in output_dir that a conversion writes (what --overwrite may delete).
 
-    Not the lock file (``records.lock``): the running conversion holds it.
+    Not the lock file (``core.lock``): the running conversion holds it.
     """
     names = []
     for name in sorted(os.listdir(output_dir)):
@@ -99,34 +79,18 @@ def _explain_difference(old_settings: dict[str, Any], new_settings: dict[str, An
     return "the same settings but different input files (added, removed or changed images)"
 
 
-def _remove_if_empty(path: str) -> None:
-    try:
-        os.rmdir(path)
-    except OSError:
-        pass  # Not empty (the run wrote something) or already gone.
-
-
 def lock_output_dir(output_dir: str, stack: contextlib.ExitStack) -> None:
-    """Creates ``output_dir`` and holds its lock until ``stack`` closes.
+    """Creates ``output_dir`` and holds its lock (``core.lock``) until ``stack`` closes.
 
     Raises:
       OutputDirError: If it is not a directory, or another run holds the lock.
     """
-    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise OutputDirError(f"--output_dir {output_dir!r} exists and is not a directory")
-    if not os.path.exists(output_dir):
-        os.makedirs(output_dir)
-        # Made only to hold the lock: a run that fails before writing (a missing input)
-        # leaves no empty folder behind. Runs after the lock file is removed (LIFO).
-        stack.callback(_remove_if_empty, output_dir)
     try:
-        stack.enter_context(lock.DirectoryLock(output_dir))
-    except lock.Held as e:
-        holder = "pid unknown" if e.pid is None else f"pid {e.pid}"
-        raise OutputDirError(
-            f"--output_dir {output_dir} is in use by another make_records run ({holder}); "
-            "wait for it to finish or use another --output_dir"
-        ) from None
+        stack.enter_context(
+            lock.DirectoryLock(output_dir, command="make_records", flag="--output_dir")
+        )
+    except lock.LockError as e:
+        raise OutputDirError(str(e)) from None
 
 
 def check_output_dir(options: ConvertOptions, plan: Plan, digest: str) -> str:

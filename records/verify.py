@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import hashlib
 import os
 
 import tensorflow as tf
 from absl import logging
 
-from records import config_flags, schema
+from core import files, settings
+from records import schema
 from records.manifest import Manifest
 
 # Records are parsed this many at a time with the schema's feature spec.
@@ -31,21 +31,11 @@ _PARSE_CHUNK = 256
 class VerifyConfig:
     """Settings of ``verify_records``."""
 
-    records_dir: str = config_flags.setting(help="Directory holding manifest.json and the shards.")
-    decode: bool = config_flags.setting(
-        True, "Decode every image (slower; catches undecodable bytes)."
-    )
+    records_dir: str = settings.setting(help="Directory holding manifest.json and the shards.")
+    decode: bool = settings.setting(True, "Decode every image (slower; catches undecodable bytes).")
 
     def __post_init__(self):
-        config_flags.check(self)
-
-
-def _file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with tf.io.gfile.GFile(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        settings.check(self)
 
 
 def _parse(serialized: list[bytes], where: list[str]) -> tuple[list[dict], list[str]]:
@@ -148,7 +138,7 @@ def verify_records(records_dir: str, decode: bool = True) -> list[str]:
             if not tf.io.gfile.exists(shard.path):
                 problems.append(f"{shard.file}: listed in the manifest but missing")
                 continue
-            if shard.sha256 and _file_sha256(shard.path) != shard.sha256:
+            if shard.sha256 and files.sha256_file(shard.path, tf.io.gfile.GFile) != shard.sha256:
                 problems.append(f"{shard.file}: sha256 differs from the manifest (file changed)")
             records, read_problems, count = _shard_records(shard.path, shard.file)
             problems.extend(read_problems)
@@ -217,7 +207,7 @@ def main(config: VerifyConfig) -> int:
 
 
 def run() -> None:
-    config_flags.run(VerifyConfig, main, __name__)
+    settings.run(VerifyConfig, main, __name__)
 
 
 if __name__ == "__main__":

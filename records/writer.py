@@ -13,7 +13,7 @@ Two passes:
    finished shards and writes only the rest. ``manifest.json`` is written last. A write
    that fails (disk full ...) raises ``WriteError`` and leaves the folder resumable.
 
-One run at a time per output folder: the whole conversion holds ``records.lock``'s
+One run at a time per output folder: the whole conversion holds ``core.lock``'s
 lock on it, so a second run stops at once with ``OutputDirError``.
 
 Every input ends up written, skipped (with its reason) or dropped as a duplicate, and
@@ -36,6 +36,8 @@ from typing import Any
 import tensorflow as tf
 from absl import logging
 
+from core import files
+from core.progress import Progress
 from records import images, outdir, schema, sources, workers
 from records.convert_options import ConvertOptions
 from records.outdir import PLAN_NAME, TMP_SUFFIX, WORK_DIR
@@ -99,10 +101,10 @@ def _write_shard(plan: Plan, digest: str, split: str, index: int, results, bar, 
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     sidecar["num_examples"] = written
-    sidecar["sha256"] = outdir.sha256_file(tmp)
+    sidecar["sha256"] = files.sha256_file(tmp)
     # Sidecar first, then the rename: a final name without a valid sidecar is
     # rewritten on resume, and a sidecar without its shard is ignored.
-    outdir.write_json_atomically(outdir.sidecar_path(output_dir, shard_file), sidecar)
+    files.write_json_atomically(outdir.sidecar_path(output_dir, shard_file), sidecar)
     os.replace(tmp, final)
     logging.info("wrote %s (%d examples)", shard_file, written)
     return sidecar
@@ -124,7 +126,7 @@ def _write_shards(
     read = images.checked_reader(lambda task: task[1], lambda task: task[0].read())
     settings = images.StoreSettings(options.max_short_side, options.jpeg_quality)
     results = images.prepare_many(_tasks(plan, pending), read, settings, options.num_workers)
-    bar = workers.Progress("writing", total, options.progress)
+    bar = Progress("writing", total, options.progress)
     try:
         for split, index in pending:
             try:
@@ -267,7 +269,7 @@ def convert(options: ConvertOptions) -> ConversionResult:
         # the lock: it is released the moment this process ends, however it ends.
         outdir.lock_output_dir(options.output_dir, stack)
         plan = make_plan(
-            options, pool_map, lambda what, total: workers.Progress(what, total, options.progress)
+            options, pool_map, lambda what, total: Progress(what, total, options.progress)
         )
         digest = plan.digest
         state = outdir.check_output_dir(options, plan, digest)
@@ -280,7 +282,7 @@ def convert(options: ConvertOptions) -> ConversionResult:
             )
             return ConversionResult(manifest, state, 0, 0, time.monotonic() - start)
         os.makedirs(os.path.join(options.output_dir, WORK_DIR), exist_ok=True)
-        outdir.write_json_atomically(
+        files.write_json_atomically(
             os.path.join(options.output_dir, WORK_DIR, PLAN_NAME),
             {"plan_digest": digest, "settings": plan.settings, "inputs_found": plan.inputs_found},
         )
@@ -312,7 +314,7 @@ def convert(options: ConvertOptions) -> ConversionResult:
             "num_workers": options.num_workers,
             "shards_reused": reused,
         }
-        outdir.write_json_atomically(manifest_file, manifest)
+        files.write_json_atomically(manifest_file, manifest)
         shutil.rmtree(os.path.join(options.output_dir, WORK_DIR), ignore_errors=True)
         return ConversionResult(
             manifest, "resume" if reused else "fresh", reused, processed, seconds

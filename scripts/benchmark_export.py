@@ -32,10 +32,10 @@ import subprocess
 import sys
 import time
 
-from records import config_flags
+from core import settings
 from trainer import decision
 
-setting = config_flags.setting
+setting = settings.setting
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -50,7 +50,7 @@ class BenchmarkConfig:
     )
 
     def __post_init__(self):
-        config_flags.check(self)
+        settings.check(self)
 
 
 def _load() -> list[float]:
@@ -364,4 +364,4 @@ def main(config: BenchmarkConfig) -> int:
 
 
 if __name__ == "__main__":
-    config_flags.run(BenchmarkConfig, main, __name__)
+    settings.run(BenchmarkConfig, main, __name__)

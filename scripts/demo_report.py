@@ -10,10 +10,10 @@ import dataclasses
 import json
 import os
 
-from records import config_flags
+from core import settings
 from trainer import decision
 
-setting = config_flags.setting
+setting = settings.setting
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -22,13 +22,13 @@ class ReportConfig:
     predictions: str = setting(help="predict's CSV for images named like cat.12.jpg.")
 
     def __post_init__(self):
-        config_flags.check(self)
+        settings.check(self)
 
 
 def main(config: ReportConfig) -> int:
     with open(os.path.join(config.model_dir, "metrics.json")) as f:
         metrics = json.load(f)
-    settings = metrics["settings"]
+    train_settings = metrics["settings"]
     features = metrics.get("feature_cache")
     # With --input_mode=features the epochs' rate counts feature vectors: the base's one
     # pass over the images is the figure that means images/s.
@@ -39,7 +39,7 @@ def main(config: ReportConfig) -> int:
         else f"{metrics['train_images_per_sec']:.0f} train images/s"
     )
     print(
-        f"\n{settings['backbone']} after {metrics['epochs_completed']} epochs "
+        f"\n{train_settings['backbone']} after {metrics['epochs_completed']} epochs "
         f"({speed}): val accuracy "
         f"{metrics['final_val_accuracy']:.3f} (best {metrics['best_val_accuracy']:.3f} at epoch "
         f"{metrics['best_val_accuracy_epoch']}; chance is 0.5)"
@@ -61,4 +61,4 @@ def main(config: ReportConfig) -> int:
 
 
 if __name__ == "__main__":
-    config_flags.run(ReportConfig, main, __name__)
+    settings.run(ReportConfig, main, __name__)

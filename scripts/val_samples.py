@@ -14,9 +14,9 @@ import json
 import os
 import shutil
 
-from records import config_flags
+from core import settings
 
-setting = config_flags.setting
+setting = settings.setting
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -27,7 +27,7 @@ class SamplesConfig:
     per_class: int = setting(4, "Images per class.", minimum=1)
 
     def __post_init__(self):
-        config_flags.check(self)
+        settings.check(self)
 
 
 def main(config: SamplesConfig) -> int:
@@ -69,4 +69,4 @@ def main(config: SamplesConfig) -> int:
 
 
 if __name__ == "__main__":
-    config_flags.run(SamplesConfig, main, __name__)
+    settings.run(SamplesConfig, main, __name__)

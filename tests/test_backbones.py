@@ -217,7 +217,7 @@ def test_offline_imagenet_for_an_application_backbone_is_fast_and_clear(tiny_rec
     result = subprocess.run(
         command, capture_output=True, text=True, timeout=120, env=env, cwd=conftest.REPO_ROOT
     )
-    assert result.returncode == 1, result.stderr[-2000:]
+    assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5" in result.stderr
     assert str(tmp_path / "keras_home" / "models") in result.stderr

@@ -226,6 +226,6 @@ def test_config_checks_and_cli_errors(tmp_path):
         env=subprocess_env(),
         cwd=REPO_ROOT,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "error: --records_dir=" in result.stderr
     assert "is not a directory" in result.stderr and "Traceback" not in result.stderr

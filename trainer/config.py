@@ -1,6 +1,6 @@
 """``TrainConfig``: every setting of a training run, each written once.
 
-The ``train`` command's flags are derived from these fields (``records.config_flags``);
+The ``train`` command's flags are derived from these fields (``core.settings``);
 library callers (the tests, the benchmarks) build the dataclass directly and get the
 same checks. Allowed-values lists are imported from the module that branches on them.
 """
@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 
+from core import settings
 from pipeline import dataset, decode_once
-from records import config_flags
 from trainer import backbones, features, optimizers, precision, strategy
 from trainer import model as model_lib
 
-setting = config_flags.setting
+setting = settings.setting
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -154,7 +154,7 @@ class TrainConfig:
     fine_tune_learning_rate: float = setting(1e-5, "Phase two learning rate.", minimum=0)
 
     def __post_init__(self):
-        config_flags.check(self)
+        settings.check(self)
         if self.input_mode == "decode_once" and self.augment not in ("fused", "none"):
             raise ValueError(
                 f"augment={self.augment} does not apply with --input_mode=decode_once, which "

@@ -20,10 +20,10 @@ import os
 
 from absl import logging
 
-from records import config_flags
+from core import settings
 from trainer import tta as tta_lib
 
-setting = config_flags.setting
+setting = settings.setting
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -49,7 +49,7 @@ class EvaluateConfig:
     )
 
     def __post_init__(self):
-        config_flags.check(self)
+        settings.check(self)
 
 
 def output_prefix(config: EvaluateConfig) -> str:
@@ -115,7 +115,7 @@ def main(config: EvaluateConfig) -> int:
 
 
 def run() -> None:
-    config_flags.run(EvaluateConfig, main, __name__)
+    settings.run(EvaluateConfig, main, __name__)
 
 
 if __name__ == "__main__":

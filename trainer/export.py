@@ -29,10 +29,10 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from core.files import sha256_file
 from pipeline import dataset as dataset_lib
 from records import schema
 from records.manifest import Manifest
-from records.outdir import sha256_file
 from trainer import decision, model_files, serving
 from trainer import model as model_lib
 from trainer import tflite as tflite_lib

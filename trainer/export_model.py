@@ -14,16 +14,17 @@ Writes into --output_dir (created whole, or not at all):
                         every file's sha256, the TFLite ops left in float
 
 The training records are found as predict finds them: --records_dir, or by default the
-records_dir that train wrote into metrics.json beside --model.
+records_dir that train wrote into metrics.json beside --model. One export at a time per
+--output_dir: a second one stops at once, naming the first's pid.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from records import config_flags
+from core import lock, settings
 
-setting = config_flags.setting
+setting = settings.setting
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -43,19 +44,34 @@ class ExportConfig:
     overwrite: bool = setting(False, "Replace an existing --output_dir.")
 
     def __post_init__(self):
-        config_flags.check(self)
+        settings.check(self)
+
+
+def output_dir_lock(config: ExportConfig) -> lock.DirectoryLock:
+    """The lock an export holds on its --output_dir (``core.lock``).
+
+    Beside the folder, not in it (``<parent>/.<name>.lock``): the export is written into
+    a staging folder in the same parent and renamed into place at the end, replacing the
+    old folder with --overwrite, so a lock file inside --output_dir would be swapped out
+    mid-run. The parent is no good either: two exports into sibling folders may run
+    together.
+    """
+    return lock.DirectoryLock(
+        config.output_dir, command="export_model", flag="--output_dir", beside=True
+    )
 
 
 def main(config: ExportConfig) -> int:
     from trainer import export
 
-    metadata = export.export(
-        config.model,
-        config.output_dir,
-        config.records_dir,
-        config.calibration_images,
-        config.overwrite,
-    )
+    with output_dir_lock(config):
+        metadata = export.export(
+            config.model,
+            config.output_dir,
+            config.records_dir,
+            config.calibration_images,
+            config.overwrite,
+        )
     for name, info in metadata["files"].items():
         if not name.startswith(export.SAVED_MODEL_DIR + "/"):
             print(f"{config.output_dir}/{name}: {info['bytes']:,} bytes")
@@ -69,7 +85,7 @@ def main(config: ExportConfig) -> int:
 
 
 def run() -> None:
-    config_flags.run(
+    settings.run(
         ExportConfig, main, __name__, errors=(ValueError, FileNotFoundError, FileExistsError)
     )
 

@@ -24,9 +24,9 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from core.progress import Progress
 from pipeline import dataset as dataset_lib
 from pipeline import decode_once
-from records import workers
 from records.manifest import Manifest
 from trainer import model as model_lib
 
@@ -95,9 +95,9 @@ def check_base_frozen(model: keras.Model) -> None:
 
 
 def _extract(extractor: keras.Model, data: tf.data.Dataset, total: int, split: str) -> Split:
-    # The project's progress (records.workers): tqdm on a terminal, a log line every few
+    # The project's progress (core.progress): tqdm on a terminal, a log line every few
     # seconds elsewhere (Keras' Progbar redraws into log files on Linux).
-    progress = workers.Progress(f"{split} features", total, enabled=None)
+    progress = Progress(f"{split} features", total, enabled=None)
     features, labels = [], []
     try:
         for images, batch_labels in data:

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import hashlib
 import io
 import pickle
 
 import numpy as np
+
+from core import files
 
 _MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 _PROTOCOL_VERSION = 1001
@@ -107,14 +108,6 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return _StorageRef(str(key), storage_type.dtype, int(numel))
 
 
-def sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _materialise(ref: _TensorRef, storages: dict[str, np.ndarray]) -> np.ndarray:
     data = storages[ref.storage.key]
     itemsize = data.dtype.itemsize
@@ -144,7 +137,7 @@ def load_state_dict(path: str, sha256: str | None = None) -> dict[str, np.ndarra
       UnsafePickleError: The pickle names anything but a state dict of tensors.
     """
     if sha256 is not None:
-        actual = sha256_of(path)
+        actual = files.sha256_file(path)
         if actual != sha256:
             raise ValueError(
                 f"{path}: sha256 {actual} is not the expected {sha256}: the file was changed "

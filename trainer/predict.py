@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from records import config_flags
+from core import settings
 from trainer import tta as tta_lib
 
-setting = config_flags.setting
+setting = settings.setting
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -49,7 +49,7 @@ class PredictConfig:
     )
 
     def __post_init__(self):
-        config_flags.check(self)
+        settings.check(self)
 
 
 def main(config: PredictConfig) -> int:
@@ -73,7 +73,7 @@ def main(config: PredictConfig) -> int:
 
 
 def run() -> None:
-    config_flags.run(PredictConfig, main, __name__)
+    settings.run(PredictConfig, main, __name__)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from records import config_flags
+from core import settings
 from trainer.config import TrainConfig
 
-setting = config_flags.setting
+setting = settings.setting
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -47,7 +47,7 @@ def main(config: PreviewConfig) -> int:
 
 
 def run() -> None:
-    config_flags.run(PreviewConfig, main, __name__)
+    settings.run(PreviewConfig, main, __name__)
 
 
 if __name__ == "__main__":

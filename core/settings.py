@@ -9,14 +9,16 @@ next to the code that branches on it) and bounds. From that one definition:
 * ``check(config)`` (called by each config's ``__post_init__``) enforces choices and
   bounds, so library callers get the same checks as the command line;
 * ``run(Config, main, __name__)`` is a console script: flags -> config -> ``main(config)``,
-  with a one-line error and exit status 1 for the errors a user can fix.
+  with one line ``command: error: ...`` and exit status 2 for the errors a user can fix,
+  and the settings logged as the flags that differ from their defaults.
 
-It lives in ``records`` because that is the package every other one may import.
+It lives in ``core``, the bottom package every command imports; it imports no TensorFlow.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import types
 import typing
@@ -183,6 +185,42 @@ def check(config: Any) -> None:
                 raise ValueError(f"{field.name}={item} must be < {meta['below']}")
 
 
+USER_ERROR = 2
+"""Exit status of a run stopped by a user error (a bad flag, a missing input, a busy folder)."""
+
+
+def non_default_flags(config: Any) -> str:
+    """The flags of ``config`` whose values differ from their defaults, as a command line.
+
+    Required settings always differ. One short line for the log: the rest are defaults
+    (``--help`` lists them), and the whole config goes wherever a command records it.
+    """
+    parts = []
+    for field, name, _ in _flag_fields(type(config)):
+        value = getattr(config, field.name)
+        if field.default is not dataclasses.MISSING and value == field.default:
+            continue
+        if isinstance(value, bool):
+            parts.append(f"--{name}" if value else f"--no{name}")
+        elif isinstance(value, tuple) and field.metadata["repeat"]:
+            parts.extend(f"--{name}={item}" for item in value)
+        elif isinstance(value, tuple):
+            parts.append(f"--{name}={','.join(map(str, value))}")
+        else:
+            parts.append(f"--{name}={value}")
+    return " ".join(parts) or "(all defaults)"
+
+
+def program_name(module_name: str) -> str:
+    """The name a command reports errors under: the console script's, or under
+    ``python -m`` (where ``__name__`` is ``"__main__"``) the module's own."""
+    spec = getattr(sys.modules[module_name], "__spec__", None)
+    program = os.path.basename(sys.argv[0])
+    if program.endswith(".py") or program == "-m":
+        program = spec.name.rsplit(".", 1)[-1] if spec else program.removesuffix(".py")
+    return program
+
+
 def run(
     config_cls: type,
     main: Callable[[Any], int | None],
@@ -192,36 +230,57 @@ def run(
 ) -> None:
     """Runs a console script: flags -> ``config_cls`` -> ``main(config)`` -> exit status.
 
-    ``errors`` raised by ``main`` are what a user can fix (a bad path, a setting that
-    does not fit the data): they end the run with one line on stderr, no traceback
-    (``--verbosity=1`` logs the traceback too), and exit status 1.
+    A user error ends the run with one line on stderr, ``<command>: error: <what to
+    do>``, no traceback, and exit status ``USER_ERROR`` (2), as argparse does: a flag
+    absl cannot parse, a missing required flag or a bad value, and the ``errors`` that
+    ``main`` raises for what a user can fix (a bad path, a setting that does not fit the
+    data, a busy output folder; ``--verbosity=1`` logs their traceback too). ``--help``
+    exits 0. The settings are logged as one line of the flags that differ from their
+    defaults.
 
     Args:
       config_cls: The command's settings dataclass.
       main: Takes the config, returns the exit status (None = 0).
       module_name: ``__name__`` of the entry module (whose docstring ``--help`` shows).
-      errors: Exception types reported as a one-line error.
+      errors: Exception types reported as a user error.
     """
     define_flags(config_cls, module_name)
-    # The name errors are reported under: the console script's, or under `python -m`
-    # (where __name__ is "__main__") the module's own.
-    spec = getattr(sys.modules[module_name], "__spec__", None)
-    program = sys.argv[0].rsplit("/", 1)[-1]
-    if program.endswith(".py") or program == "-m":
-        program = spec.name.rsplit(".", 1)[-1] if spec else program.removesuffix(".py")
+    program = program_name(module_name)
+
+    def user_error(message: str) -> int:
+        print(f"{program}: error: {message}", file=sys.stderr)
+        return USER_ERROR
+
+    configs = []
+
+    def parse_flags(argv: list[str]) -> list[str]:
+        # The config too, not only the flags: absl runs its init callbacks after this
+        # and before main, and one of TensorFlow's probes the GPUs (a C++ error line on a
+        # machine without a driver); a mistyped flag should not wait for that.
+        try:
+            argv = FLAGS(argv)
+        except flags.Error as e:
+            sys.exit(user_error(str(e)))
+        except SystemExit as e:
+            # absl's --help (--helpshort, --helpfull) prints the help, then exits 1;
+            # asking for help is no failure.
+            raise SystemExit(0 if e.code == 1 else e.code) from None
+        if len(argv) > 1:
+            sys.exit(user_error(f"unexpected arguments {argv[1:]}; every setting is a --flag"))
+        try:
+            configs.append(config_from_flags(config_cls))
+        except app.UsageError as e:
+            sys.exit(user_error(str(e)))
+        return argv
 
     def absl_main(argv: list[str]) -> int:
-        if len(argv) > 1:
-            raise app.UsageError(f"unexpected arguments {argv[1:]}; every setting is a --flag")
-        config = config_from_flags(config_cls)
-        logging.info("%s settings: %s", program, config)
+        (config,) = configs
+        logging.info("%s %s", program, non_default_flags(config))
         try:
             return main(config) or 0
         except errors as e:
             logging.debug("details", exc_info=True)
-            logging.error("%s", e)
-            print(f"{program}: error: {e}", file=sys.stderr)
-            return 1
+            return user_error(str(e))
 
     # A console script's __main__ is a generated stub with no docstring and no flags of
     # its own, so absl's --help would show neither; point it at the entry module's.
@@ -232,4 +291,4 @@ def run(
             main_module.__doc__ = module.__doc__
         for flag in FLAGS.get_flags_for_module(module_name):
             FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-    app.run(absl_main)
+    app.run(absl_main, flags_parser=parse_flags)

@@ -1,0 +1,101 @@
+"""Tests for core/tensorflow_logs.py: TensorFlow's C++ start-up lines, hidden unless asked for."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from core import tensorflow_logs
+from tests.conftest import REPO_ROOT
+
+ONEDNN = (
+    "I0000 00:00:1796219582.689922    3711 port.cc:153] oneDNN custom operations are on. "
+    "To turn them off, set the environment variable `TF_ENABLE_ONEDNN_OPTS=0`.\n"
+)
+CUDA = (
+    "I0000 00:00:1796219582.690218    3711 cudart_stub.cc:31] Could not find cuda drivers on "
+    "your machine, GPU will not be used.\n"
+)
+BANNER = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+WARNING = "W0000 00:00:1796219582.7    3711 x.cc:1] a warning\n"
+ERROR = "E0000 00:00:1796219582.8    3711 cuda_platform.cc:52] failed call to cuInit\n"
+TF_FORMAT_INFO = (
+    "2026-01-02 03:04:05.678901: I tensorflow/core/platform/cpu_feature_guard.cc:210] This "
+    "TensorFlow binary is optimized to use available CPU instructions.\n"
+    "To enable the following instructions: AVX2 FMA, in other operations, rebuild.\n"
+)
+START = BANNER + ONEDNN + CUDA + WARNING + ERROR + TF_FORMAT_INFO
+
+
+@pytest.mark.parametrize(
+    "level, expected",
+    [
+        (0, START),
+        (1, WARNING + ERROR),
+        (2, ERROR),
+        (3, ""),
+    ],
+)
+def test_filter_keeps_the_lines_at_or_above_the_level(level, expected):
+    assert tensorflow_logs.filter_lines(START, level) == expected
+
+
+def test_filter_keeps_what_is_no_log_line():
+    text = "a Python warning\n" + ONEDNN + "continued\n" + ERROR + "after the error\n"
+    # A line after a dropped message continues it; one after a kept message is kept.
+    assert (
+        tensorflow_logs.filter_lines(text, 2) == "a Python warning\n" + ERROR + "after the error\n"
+    )
+
+
+def _import_tensorflow(hooked: bool, level: str | None) -> str:
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    if level is not None:
+        env["TF_CPP_MIN_LOG_LEVEL"] = level
+    code = ("from core import tensorflow_logs; tensorflow_logs.install()\n" if hooked else "") + (
+        "import tensorflow\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, "PYTHONPATH": str(REPO_ROOT)},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stderr
+
+
+def _without_times(text: str) -> list[str]:
+    # Timestamps and thread ids differ from run to run.
+    return [re.sub(r"^(\w)\d{4} [\d:.]+ +\d+ ", r"\1 ", line) for line in text.splitlines()]
+
+
+def test_importing_tensorflow_prints_nothing_by_default():
+    assert _import_tensorflow(hooked=True, level=None) == ""
+
+
+def test_a_level_the_user_sets_wins():
+    # At 0 the user sees exactly what a plain import prints, in the same order.
+    assert _without_times(_import_tensorflow(hooked=True, level="0")) == _without_times(
+        _import_tensorflow(hooked=False, level="0")
+    )
+
+
+def test_install_is_idempotent_and_steps_aside_once_tensorflow_is_loaded(monkeypatch):
+    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    tensorflow_logs.uninstall()
+    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
+    tensorflow_logs.install()
+    tensorflow_logs.install()
+    hooks = [f for f in sys.meta_path if isinstance(f, tensorflow_logs._Finder)]
+    assert len(hooks) == 1 and sys.meta_path[0] is hooks[0]
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "2"
+    tensorflow_logs.uninstall()
+    assert not any(isinstance(f, tensorflow_logs._Finder) for f in sys.meta_path)
