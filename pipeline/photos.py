@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import tensorflow as tf
 
 from pipeline import decode
-from records import photo
+from records import photo, photo_header
 from records.photo import StoreSettings
 
 
@@ -29,7 +29,7 @@ def photo_input(
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """One photo file's bytes -> (uint8 [H, W, 3] as validation decodes it, status int32).
 
-    Rows whose status is not ``photo.OK`` come back as zeros. Damaged data that passes
+    Rows whose status is not ``photo_header.OK`` come back as zeros. Damaged data that passes
     the checks makes the op fail (as in ``make_records``); see ``photo_batch``.
     """
     image_size = decode.size_pair(image_size)
@@ -38,7 +38,7 @@ def photo_input(
     fields = photo.prepare(data, settings, validate=False)
     max_ratio = decode.max_useful_ratio(settings.max_short_side, image_size)
     image = tf.cond(
-        tf.equal(fields["status"], photo.OK),
+        tf.equal(fields["status"], photo_header.OK),
         lambda: decode.decode_and_resize(
             fields["encoded"],
             image_size,
@@ -56,7 +56,7 @@ def photo_batch(
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Photo files [N] -> (uint8 images [N, H, W, 3], status int32 [N]); never fails on a row.
 
-    A row the decoder refuses gets ``photo.CORRUPT`` and zeros; rows are prepared in
+    A row the decoder refuses gets ``photo_header.CORRUPT`` and zeros; rows are prepared in
     parallel. An empty batch gives empty outputs.
     """
     height, width = decode.size_pair(image_size)
@@ -80,6 +80,6 @@ def photo_batch(
     positions = tf.gather_nd(index, kept)[:, None]
     images = tf.scatter_nd(positions, tf.gather_nd(images, kept), [count, height, width, 3])
     # Rows missing from the batch were dropped by ignore_errors: damaged data.
-    missing = tf.fill([count], tf.constant(photo.CORRUPT, tf.int32))
+    missing = tf.fill([count], tf.constant(photo_header.CORRUPT, tf.int32))
     status = tf.tensor_scatter_nd_update(missing, positions, tf.gather_nd(status, kept))
     return images, status

@@ -22,8 +22,9 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 import tensorflow as tf
 
-from records import photo
-from records.photo import DRAFT_SCALES, MAX_PIXELS, StoreSettings, draft_scale, resized_size
+from records import photo, photo_header
+from records.photo import StoreSettings, resized_size
+from records.photo_header import DRAFT_SCALES, MAX_PIXELS, draft_scale
 
 __all__ = [
     "DRAFT_SCALES",
@@ -75,14 +76,14 @@ def _conversion(fields: dict, settings: StoreSettings) -> str | None:
             f"JPEG {width}x{height} decoded at 1/{scale} scale "
             f"({-(-width // scale)}x{-(-height // scale)}, pixel limit {settings.max_pixels})"
         )
-    if fmt != photo.JPEG:
-        changes.append(f"{photo.FORMATS[fmt]} -> JPEG")
+    if fmt != photo_header.JPEG:
+        changes.append(f"{photo_header.FORMATS[fmt]} -> JPEG")
     elif int(fields["components"]) != 3:
         mode = _JPEG_MODES.get(int(fields["components"]), f"{int(fields['components'])}-channel")
         changes.append(f"JPEG {mode} -> RGB")
     orientation = int(fields["orientation"])
-    if orientation in photo.ORIENTATION_FIXES:
-        fix = photo.ORIENTATION_FIXES[orientation]
+    if orientation in photo_header.ORIENTATION_FIXES:
+        fix = photo_header.ORIENTATION_FIXES[orientation]
         changes.append(f"EXIF orientation {orientation} -> {fix} (stored upright)")
     return "; ".join(changes) or None
 
@@ -90,27 +91,27 @@ def _conversion(fields: dict, settings: StoreSettings) -> str | None:
 def reason(fields: dict, data: bytes, settings: StoreSettings) -> str:
     """Why a photo whose ``status`` is not OK cannot be stored, in words."""
     status = int(fields["status"])
-    name = photo.FORMATS[int(fields["format"])] if int(fields["format"]) >= 0 else "image"
-    if status == photo.EMPTY:
+    name = photo_header.FORMATS[int(fields["format"])] if int(fields["format"]) >= 0 else "image"
+    if status == photo_header.EMPTY:
         return "empty file (0 bytes)"
-    if status == photo.ARCHIVE:
-        kind = photo.ARCHIVES[int(fields["archive"])]
+    if status == photo_header.ARCHIVE:
+        kind = photo_header.ARCHIVES[int(fields["archive"])]
         return (
             f"nested archive: a {kind} archive, not an image; unpack it and pass it as its "
             "own --input"
         )
-    if status == photo.NOT_IMAGE:
+    if status == photo_header.NOT_IMAGE:
         return f"not an image (no known image format; starts with {data[:8]!r})"
-    if status == photo.TOO_LARGE:
+    if status == photo_header.TOO_LARGE:
         width, height = int(fields["width"]), int(fields["height"])
         text = (
             f"image too large: {width}x{height} = {width * height} pixels "
             f"(limit {settings.max_pixels})"
         )
-        if int(fields["format"]) == photo.JPEG:
+        if int(fields["format"]) == photo_header.JPEG:
             text += f", even decoded at 1/{DRAFT_SCALES[-1]} scale"
         return text
-    if status == photo.TRUNCATED:
+    if status == photo_header.TRUNCATED:
         return f"truncated {name} (the data ends before its end marker)"
     return f"cannot store {name} (status {status})"
 
@@ -121,7 +122,7 @@ def result(fields: dict, data: bytes, settings: StoreSettings) -> PreparedImage:
     Raises:
       BadImage: The status is not OK.
     """
-    if int(fields["status"]) != photo.OK:
+    if int(fields["status"]) != photo_header.OK:
         raise BadImage(reason(fields, data, settings))
     return PreparedImage(
         encoded=bytes(fields["encoded"]),
@@ -162,8 +163,10 @@ def prepare(
     try:
         fields = photo.prepare_function(settings)(tf.constant(data, tf.string))
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
-        fmt = int(photo.inspect(tf.constant(data, tf.string), settings)["format"])
-        name = photo.FORMATS[fmt] if fmt >= 0 else "image"
+        fmt = int(
+            photo_header.inspect(tf.constant(data, tf.string), max_pixels, max_short_side)["format"]
+        )
+        name = photo_header.FORMATS[fmt] if fmt >= 0 else "image"
         raise BadImage(f"corrupt {name} ({_decoder_words(e)})") from None
     return result({k: v.numpy() for k, v in fields.items()}, data, settings)
 

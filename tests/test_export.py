@@ -24,12 +24,14 @@ from conftest import (
 )
 
 from pipeline import dataset as dataset_lib
-from pipeline import decode, shards
-from records import schema
+from pipeline import decode, photos, shards
+from records import images as images_lib
+from records import photo, photo_header, schema
 from records.manifest import Manifest
 from trainer import evaluation, fit
 from trainer import export as export_lib
 from trainer import model as model_lib
+from trainer import tflite as tflite_lib
 from trainer.config import TrainConfig
 
 IMAGE_SIZE = 32
@@ -117,8 +119,9 @@ def test_saved_model_without_keras_matches_evaluate(trained, exported, tmp_path)
         out = served.signatures["serving_default"](image_bytes=tf.constant(encoded))
         loaded = {{m.split(".")[0] for m, module in sys.modules.items() if module is not None}}
         assert not loaded & {{"keras", "tf_keras", "trainer", "pipeline", "records"}}, loaded
-        print(json.dumps({{k: v.numpy().tolist() for k, v in out.items() if k != "class_name"}}
-                         | {{"class_name": [s.decode() for s in out["class_name"].numpy()]}}))
+        texts = ("class_name", "status")
+        print(json.dumps({{k: v.numpy().tolist() for k, v in out.items() if k not in texts}}
+                         | {{k: [s.decode() for s in out[k].numpy()] for k in texts}}))
         """
     )
     env = subprocess_env()
@@ -159,7 +162,13 @@ def test_metadata(trained, exported):
     training_metrics = json.loads((model_path.parent / fit.METRICS_NAME).read_text())
     assert metadata["input"]["height"] == metadata["input"]["width"] == IMAGE_SIZE
     assert metadata["labels"] == ["cat", "dog"]
-    assert metadata["records_settings"] == {"writer": "tests.conftest.write_records"}
+    # The test writer's records name no settings: photos are prepared at full size.
+    assert metadata["prepare"] == {
+        "max_short_side": None,
+        "jpeg_quality": 90,
+        "max_pixels": 65_000_000,
+    }
+    assert metadata["threshold"] == 0.5
     assert metadata["source_model"]["val_accuracy"] == training_metrics["final_val_accuracy"]
     assert metadata["source_model"]["sha256"] == export_lib.sha256_file(str(model_path))
     assert metadata["calibration"]["images"] == 16
@@ -193,10 +202,12 @@ def test_bad_rows_are_flagged_not_guessed(trained, exported):
     ]
     serve = tf.saved_model.load(str(exported / "saved_model")).signatures["serving_default"]
     out = {k: v.numpy() for k, v in serve(image_bytes=tf.constant(batch)).items()}
-    assert out["valid"].tolist() == [True, False, False, False, False, False, True]
-    assert np.isnan(out["p_dog"][1:6]).all()
-    assert out["class_id"][1:6].tolist() == [-1] * 5
-    assert out["class_name"][1:6].tolist() == [b""] * 5
+    # A PNG is a photo too: prepared as make_records stores it.
+    assert out["valid"].tolist() == [True, False, False, False, False, True, True]
+    assert out["status"][1:5].tolist() == [b"truncated", b"truncated", b"not an image", b"empty"]
+    assert np.isnan(out["p_dog"][1:5]).all()
+    assert out["class_id"][1:5].tolist() == [-1] * 4
+    assert out["class_name"][1:5].tolist() == [b""] * 4
     # The good rows are unaffected by their neighbours.
     alone = serve(image_bytes=tf.constant([good]))["p_dog"].numpy()[0]
     assert out["p_dog"][0] == pytest.approx(alone, abs=1e-6)
@@ -204,21 +215,38 @@ def test_bad_rows_are_flagged_not_guessed(trained, exported):
     # An empty request is an empty answer (the Keras model alone fails on one).
     empty = serve(image_bytes=tf.constant([], tf.string))
     assert empty["p_dog"].shape == (0,) and empty["valid"].shape == (0,)
-    # Complete-looking bytes with broken headers: an error for the call, not a guess.
-    with pytest.raises(tf.errors.InvalidArgumentError):
-        serve(image_bytes=tf.constant([good, b"\xff\xd8\xff" + b"junk" * 20 + b"\xff\xd9"]))
-    # Why the check is needed: decoding the truncated row would fail the whole batch.
+    # Complete-looking bytes with broken headers, or damaged data with intact markers: that
+    # row is refused, the others served (once an error for the whole call).
+    damaged = bytearray(good)
+    table = damaged.index(b"\xff\xc4")
+    damaged[table + 5 : table + 21] = bytes([200] * 16)  # impossible Huffman code counts
+    junk = b"\xff\xd8\xff" + b"junk" * 20 + b"\xff\xd9"
+    out = serve(image_bytes=tf.constant([good, junk, bytes(damaged), good]))
+    assert out["valid"].numpy().tolist() == [True, False, False, True]
+    assert out["status"].numpy()[2] == b"cannot decode"
+    assert out["p_dog"].numpy()[3] == pytest.approx(alone, abs=1e-6)
+    # Why rows are checked one by one: decoding the truncated row fails the whole op.
     with pytest.raises(tf.errors.InvalidArgumentError):
         tf.io.decode_jpeg(good[: len(good) // 2])
 
 
-def test_complete_jpeg_eagerly_and_in_tf_data():
+@pytest.mark.parametrize("in_tf_data", [False, True])
+def test_photo_batch_flags_rows_eagerly_and_in_tf_data(in_tf_data):
     good = make_jpeg_bytes(seed=7)
     rows = [good, good[:-1], good[:100], b"\xff\xd8\xff\xd9", b"\xff", b"", b"GIF89a\xff\xd9"]
-    expected = [True, False, False, False, False, False, False]
-    assert export_lib.complete_jpeg(tf.constant(rows)).numpy().tolist() == expected
-    mapped = tf.data.Dataset.from_tensor_slices(rows).map(export_lib.complete_jpeg)
-    assert [bool(v) for v in mapped] == expected
+    settings = photo.StoreSettings()
+
+    def batch(encoded):
+        return photos.photo_batch(encoded, settings, (IMAGE_SIZE, IMAGE_SIZE))[1]
+
+    if in_tf_data:
+        status = next(iter(tf.data.Dataset.from_tensors(rows).map(batch))).numpy()
+    else:
+        status = batch(tf.constant(rows)).numpy()
+    names = [photo_header.STATUSES[code] for code in status]
+    assert names[0] == "ok" and names[5] == "empty" and names[4] == "not an image"
+    assert names[1:4] == ["truncated"] * 3
+    assert names[6] == "cannot decode"  # a GIF header and nothing else
 
 
 def test_images_signature_equals_bytes_signature(trained, exported):
@@ -241,14 +269,14 @@ def test_tflite_models_agree_with_keras(trained, exported):
     images = np.concatenate([x.numpy() for x, _ in data])
     keras_p_dog = model_lib.prob_dog(model.predict_on_batch(images))
     for quantization, tolerance in (("float16", 2e-3), ("int8", 0.05)):
-        content = (exported / export_lib.tflite_name(quantization)).read_bytes()
-        interpreter = export_lib.tflite_interpreter(content)
+        content = (exported / tflite_lib.tflite_name(quantization)).read_bytes()
+        interpreter = tflite_lib.interpreter(content)
         (signature,) = interpreter.get_signature_list().values()
         assert signature["inputs"] == ["images"]
         input_details = interpreter.get_input_details()[0]
         assert input_details["dtype"] == np.uint8
         assert input_details["shape"].tolist()[1:] == [IMAGE_SIZE, IMAGE_SIZE, 3]
-        p_dog = export_lib.tflite_p_dog(interpreter, images)
+        p_dog = tflite_lib.p_dog(interpreter, images)
         np.testing.assert_allclose(p_dog, keras_p_dog, atol=tolerance, err_msg=quantization)
     metadata = json.loads((exported / export_lib.METADATA_NAME).read_text())
     int8_ops = metadata["tflite"]["int8"]
@@ -285,37 +313,50 @@ def test_errors_say_what_to_do(trained, exported, tmp_path):
 
 
 @pytest.mark.parametrize("in_tf_data", [False, True])
-def test_like_records_shrinks_as_make_records_stores(in_tf_data):
-    from records import images as images_lib
-
+def test_photo_input_is_validations_decode_of_make_records_bytes(in_tf_data):
     small = make_jpeg_bytes(60, 90, seed=3)  # short side 60 <= 64: stored byte for byte
     large = make_jpeg_bytes(200, 300, seed=4)  # stored as a 64 x 96 Lanczos copy
+    settings = photo.StoreSettings(max_short_side=64)
 
-    def prepare(encoded):
-        return export_lib.like_records(encoded, 64, 90)
+    def model_input(encoded):
+        return photos.photo_input(encoded, settings, (IMAGE_SIZE, IMAGE_SIZE))[0]
 
     if in_tf_data:
-        prepared = [
-            e.numpy() for e in tf.data.Dataset.from_tensor_slices([small, large]).map(prepare)
+        pixels = [
+            e.numpy() for e in tf.data.Dataset.from_tensor_slices([small, large]).map(model_input)
         ]
     else:
-        prepared = [prepare(tf.constant(e)).numpy() for e in (small, large)]
-    assert prepared[0] == small
-    stored = images_lib.prepare(large, max_short_side=64, jpeg_quality=90)
-    ours = tf.io.decode_jpeg(prepared[1]).numpy().astype(int)
-    pillows = tf.io.decode_jpeg(stored.encoded).numpy().astype(int)
-    assert ours.shape == pillows.shape == (64, 96, 3)
-    # Another Lanczos and JPEG encoder: close to Pillow's copy, not equal; the original
-    # decoded and resized straight to 64 x 96 (no preparation) is several times further.
-    direct = decode.resize_to_uint8(tf.io.decode_jpeg(large), 64, 96).numpy().astype(int)
-    assert np.abs(ours - pillows).mean() < 3.0
-    assert np.abs(ours - pillows).mean() < np.abs(direct - pillows).mean() / 4
-    assert export_lib.like_records(tf.constant(large), None, 90).numpy() == large
+        pixels = [model_input(tf.constant(e)).numpy() for e in (small, large)]
+    for data, got in zip((small, large), pixels):
+        stored = images_lib.prepare(data, max_short_side=64, jpeg_quality=90)
+        # What eval_dataset feeds the model for the record make_records wrote: bit for bit.
+        max_ratio = decode.max_useful_ratio(64, IMAGE_SIZE)
+        expected = decode.decode_and_resize(
+            stored.encoded, IMAGE_SIZE, stored.height, stored.width, max_ratio
+        ).numpy()
+        np.testing.assert_array_equal(got, expected)
+
+
+def _with_records(model_path, records_dir, model_dir):
+    """A copy of the model whose metrics.json says it was trained on ``records_dir``."""
+    model_dir.mkdir()
+    copy = model_dir / model_path.name
+    copy.write_bytes(model_path.read_bytes())
+    manifest = Manifest.load(str(records_dir))
+    (model_dir / fit.METRICS_NAME).write_text(
+        json.dumps(
+            {
+                "settings": {"records_dir": str(records_dir)},
+                "records_settings": manifest.data["settings"],
+            }
+        )
+    )
+    return copy
 
 
 def test_original_photos_are_served_like_their_records(trained, tmp_path):
     """Records made by make_records with --max_short_side: the served record bytes equal
-    Keras on eval_dataset, and the original photos (shrunk in the graph) come close."""
+    Keras on eval_dataset, and so do the original photos (prepared in the graph)."""
     from records import writer
 
     _, model_path = trained
@@ -337,12 +378,13 @@ def test_original_photos_are_served_like_their_records(trained, tmp_path):
             progress=False,
         )
     )
-    metadata = export_lib.export(
-        str(model_path), str(tmp_path / "export"), str(records_dir), calibration_images=8
-    )
-    assert metadata["signatures"]["serving_default"]["prepare_like_records"] == {
+    # The same model, as if trained on these records (train writes their settings).
+    model_path = _with_records(model_path, records_dir, tmp_path / "model40")
+    metadata = export_lib.export(str(model_path), str(tmp_path / "export"), calibration_images=8)
+    assert metadata["prepare"] == {
         "max_short_side": 40,
         "jpeg_quality": 90,
+        "max_pixels": 65_000_000,
     }
     loaded = tf.saved_model.load(str(tmp_path / "export" / "saved_model"))
     serve, serve_images = (loaded.signatures[k] for k in ("serving_default", "serving_images"))
@@ -362,5 +404,6 @@ def test_original_photos_are_served_like_their_records(trained, tmp_path):
     # Without the in-graph preparation the originals would be much further off.
     unprepared = tf.stack([decode.decode_and_resize(o, IMAGE_SIZE) for o in originals])
     from_unprepared = serve_images(images=unprepared)["p_dog"].numpy()
-    gap = np.abs(from_originals - from_records).max()
-    assert gap < np.abs(from_unprepared - from_records).max() / 3
+    # The originals go through make_records' own preparation: the records' pixels exactly.
+    np.testing.assert_allclose(from_originals, from_records, atol=1e-5)
+    assert np.abs(from_unprepared - from_records).max() > 1e-3

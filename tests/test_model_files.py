@@ -77,3 +77,14 @@ def test_unreadable_metrics_names_the_file(tmp_path):
     (model_path.parent / model_files.METRICS_NAME).write_text("{not json")
     with pytest.raises(ValueError, match=r"metrics.json is not valid JSON .*--records_dir"):
         model_files.trained_on(str(model_path))
+
+
+def test_evaluate_refuses_records_that_store_photos_otherwise(tmp_path):
+    from trainer import evaluation
+
+    records_dir = _records(tmp_path, "records", max_short_side=64)
+    model_path = tmp_path / "model" / model_files.MODEL_NAME
+    _metrics(model_path, records_settings={"max_short_side": 160, "jpeg_quality": 90})
+    # Before the model is even loaded (there is none here): the records are the fault.
+    with pytest.raises(ValueError, match=r"max_short_side=64.*max_short_side=160"):
+        evaluation.evaluate(str(model_path), str(records_dir))

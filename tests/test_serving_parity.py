@@ -18,9 +18,11 @@ import textwrap
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import SAMPLE_DIR, subprocess_env
 from PIL import Image
 
+from pipeline import photos
 from records import writer
 from records.convert_options import ConvertOptions
 from trainer import evaluation, fit, prediction
@@ -48,8 +50,18 @@ _TURNS = {  # what to do to upright pixels so that EXIF ``orientation`` turns th
 }
 
 
+def _turned_png(data: bytes, orientation: int) -> bytes:
+    """The photo's pixels stored turned in a PNG (lossless), with an eXIf orientation tag."""
+    pixels = Image.open(io.BytesIO(data)).convert("RGB")
+    if _TURNS[orientation] is not None:
+        pixels = pixels.transpose(_TURNS[orientation])
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return _encode(pixels, "PNG", exif=exif.tobytes())
+
+
 def _turned(data: bytes, orientation: int) -> bytes:
-    """The photo stored turned, tagged with the EXIF orientation that turns it upright.
+    """The photo stored turned in a JPEG, tagged with the EXIF orientation that turns it upright.
 
     As close to lossless as re-encoding gets: cropped at the top left to whole 16x16 blocks
     (so the block grid stays where it was) and encoded with the photo's own quantization
@@ -170,6 +182,7 @@ def served(tmp_path_factory):
         stem = name.removesuffix(".jpg")
         for orientation in (1, 3, 6, 8):
             files[f"{stem}.rot{orientation}.jpg"] = _turned(originals[name], orientation)
+            files[f"{stem}.pngrot{orientation}.png"] = _turned_png(originals[name], orientation)
     for name in val_names[:2]:
         stem = name.removesuffix(".jpg")
         files.update({f"{stem}.{kind}": data for kind, data in _copies(originals[name]).items()})
@@ -237,6 +250,7 @@ def served(tmp_path_factory):
         "val_names": val_names,
         "export_dir": export_dir,
         "records_dir": records_dir,
+        "store": client.store,
     }
 
 
@@ -251,6 +265,11 @@ def test_enough_real_val_photos_and_most_larger_than_the_records(served):
         for name in served["val_names"]
     )
     assert larger > len(served["val_names"]) / 2
+
+
+def test_every_file_has_its_own_id(served):
+    # predict's CSV is keyed by the file name's stem: the copies must not share one.
+    assert len({_id(name) for name in served["files"]}) == len(served["files"])
 
 
 def test_saved_model_on_raw_bytes_matches_predict(served):
@@ -284,14 +303,51 @@ def test_evaluate_on_records_matches_predict_on_original_files(served):
 
 
 @pytest.mark.parametrize("orientation", [3, 6, 8])
-def test_rotated_copies_get_the_answer_of_their_upright_original(served, orientation):
+def test_turned_pngs_get_the_answer_of_their_upright_original(served, orientation):
+    # Lossless copies: turned upright, the pixels are the upright copy's, bit for bit.
     for name in served["val_names"][:6]:
         stem = name.removesuffix(".jpg")
-        upright = served["predicted"][f"{stem}.rot1"]
-        turned = served["predicted"][f"{stem}.rot{orientation}"]
-        assert abs(turned - upright) <= 0.01, (name, upright, turned)
-        saved_model = served["saved_model"][f"{stem}.rot{orientation}.jpg"][0]
-        assert abs(saved_model - served["saved_model"][f"{stem}.rot1.jpg"][0]) <= 0.01
+        upright, turned = f"{stem}.pngrot1.png", f"{stem}.pngrot{orientation}.png"
+        pairs = [
+            (served["predicted"][_id(upright)], served["predicted"][_id(turned)]),
+            (served["saved_model"][upright][0], served["saved_model"][turned][0]),
+            (served["tflite"][upright].p_dog, served["tflite"][turned].p_dog),
+        ]
+        for upright_p, turned_p in pairs:
+            assert abs(turned_p - upright_p) <= 1e-4, (name, upright_p, turned_p)
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_turned_jpegs_are_upright_for_the_model(served, orientation):
+    # A JPEG is re-encoded when it is turned upright, so its pixels differ from the upright
+    # reference's by re-encoding noise (a level or two), and a weak model's P(dog) by up to
+    # a few hundredths; sideways pixels would differ by tens of levels.
+    for name in served["val_names"][:6]:
+        stem = name.removesuffix(".jpg")
+        upright, turned = f"{stem}.rot1.jpg", f"{stem}.rot{orientation}.jpg"
+        reference = _model_input(served["files"][upright], served["store"])
+        model_input = _model_input(served["files"][turned], served["store"])
+        sideways = _model_input(served["files"][turned], served["store"], ignore_orientation=True)
+        assert np.abs(model_input - reference).mean() < 3, name
+        assert np.abs(sideways - reference).mean() > 15, name
+        gaps = [
+            served["predicted"][_id(turned)] - served["predicted"][_id(upright)],
+            served["saved_model"][turned][0] - served["saved_model"][upright][0],
+        ]
+        assert max(abs(gap) for gap in gaps) <= 0.05, (name, gaps)
+
+
+def _model_input(data: bytes, settings, ignore_orientation: bool = False) -> np.ndarray:
+    """The model's input pixels for a file, as every path prepares it (optionally with the
+    EXIF orientation tag rewritten to 1: what a path that ignored it would see)."""
+    if ignore_orientation:
+        image = Image.open(io.BytesIO(data))
+        exif = image.getexif()
+        exif[0x0112] = 1
+        data = _encode(image, "JPEG", quality=95, exif=exif.tobytes())
+    image, status = photos.photo_input(tf.constant(data), settings, (IMAGE_SIZE, IMAGE_SIZE))
+    assert int(status) == 0
+    return image.numpy().astype(np.int64)
 
 
 def test_every_format_gets_an_answer_everywhere(served):

@@ -20,7 +20,7 @@ from pipeline import dataset as dataset_lib
 from records import sources
 from records.manifest import Manifest
 from records.schema import CLASS_NAMES
-from trainer import decision
+from trainer import decision, model_files
 from trainer import model as model_lib
 from trainer import tta as tta_lib
 
@@ -210,11 +210,15 @@ def evaluate(
       num_mistakes: How many of the most confident mistakes to keep (with images).
 
     Raises:
-      FileNotFoundError, ValueError: Missing model or records, unknown split or tta.
+      FileNotFoundError, ValueError: Missing model or records, unknown split or tta, or
+        records that store photos otherwise than the model's training records.
     """
     tta_lib.check_mode(tta)  # Before the slow model load.
     manifest = Manifest.load(records_dir)
     manifest.split(split)  # A clear error for an unknown split, before loading the model.
+    # Records that store photos otherwise than the training records did would show the
+    # model other pixels than it was trained and validated on.
+    model_files.check_records(model_path, manifest)
     model = model_lib.load_model(model_path)
     image_size = model_lib.input_size(model)
     data = dataset_lib.eval_dataset(

@@ -103,6 +103,7 @@ def export(
             f"--output_dir={output_dir} already exists; pass --overwrite to replace it, or "
             "choose another --output_dir"
         )
+    model = model_lib.load_model(model_path)
     trained = model_files.trained_on(model_path, records_dir)
     if trained.manifest is None:
         raise FileNotFoundError(
@@ -110,7 +111,6 @@ def export(
             "naming a records_dir that exists): pass --records_dir=<the records it was "
             "trained on>; the int8 model is calibrated on their training images"
         )
-    model = model_lib.load_model(model_path)
     image_size = model_lib.input_size(model)
     calibration = representative_images(trained.manifest, image_size, calibration_images)
     logging.info("calibration: %d training images from %s", len(calibration), trained.manifest.path)

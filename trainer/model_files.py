@@ -68,6 +68,27 @@ def _describe(store: StoreSettings) -> str:
     return f"max_short_side={store.max_short_side}, jpeg_quality={store.jpeg_quality}"
 
 
+def check_records(model_path: str, manifest: Manifest) -> TrainedOn:
+    """``trained_on`` for records given by the user (already read): they must store photos
+    as the model's training records did, or the model would see other pixels.
+
+    Raises:
+      ValueError: The records' settings contradict metrics.json's (naming both files).
+    """
+    metrics = read_metrics(model_path)
+    recorded = metrics.get("records_settings")
+    store = manifest.store_settings
+    if recorded and StoreSettings.from_settings(recorded) != store:
+        raise ValueError(
+            f"--records_dir={manifest.records_dir} stores photos with {_describe(store)} "
+            f"({manifest.path}), but {metrics_path(model_path)} says the model was "
+            f"trained on records with {_describe(StoreSettings.from_settings(recorded))}: "
+            "pass the records it was trained on (or records made with the same "
+            "--max_short_side and --jpeg_quality), or leave out --records_dir"
+        )
+    return TrainedOn(store, manifest.path, manifest, metrics)
+
+
 def trained_on(model_path: str, records_dir: str | None = None) -> TrainedOn:
     """The records settings ``model_path`` was trained with.
 
@@ -81,20 +102,11 @@ def trained_on(model_path: str, records_dir: str | None = None) -> TrainedOn:
       ValueError: ``records_dir``'s settings contradict metrics.json's, or metrics.json
         is not valid JSON. Each message names the file and the fix.
     """
+    if records_dir:
+        return check_records(model_path, Manifest.load(records_dir))
     metrics = read_metrics(model_path)
     recorded = metrics.get("records_settings")
     manifest = None
-    if records_dir:
-        manifest = Manifest.load(records_dir)
-        store = manifest.store_settings
-        if recorded and StoreSettings.from_settings(recorded) != store:
-            raise ValueError(
-                f"--records_dir={records_dir} stores photos with {_describe(store)} "
-                f"({manifest.path}), but {metrics_path(model_path)} says the model was "
-                f"trained on records with {_describe(StoreSettings.from_settings(recorded))}: "
-                "pass the records it was trained on, or leave out --records_dir"
-            )
-        return TrainedOn(store, manifest.path, manifest, metrics)
     named = (metrics.get("settings") or {}).get("records_dir")
     if named and os.path.isdir(named):
         try:

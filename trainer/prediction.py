@@ -34,7 +34,7 @@ from absl import logging
 
 from pipeline import decode, photos
 from records import images as images_lib
-from records import photo, sources, unlabelled
+from records import photo_header, sources, unlabelled
 from records.photo import StoreSettings
 from trainer import model as model_lib
 from trainer import model_files
@@ -97,7 +97,7 @@ def image_dataset(
         )
         # Damaged data that passes the checks fails the decode op: only that photo drops.
         .ignore_errors()
-        .filter(lambda index, image, status: tf.equal(status, photo.OK))
+        .filter(lambda index, image, status: tf.equal(status, photo_header.OK))
         .map(lambda index, image, status: (index, image))
     )
 
@@ -155,9 +155,9 @@ def predict(
         raise FileNotFoundError(f"--input={input_path}: no such folder or zip")
     listing = unlabelled.list_unlabelled(input_path)  # InputError is a ValueError
     items = listing.images
+    model = model_lib.load_model(model_path)
     trained = model_files.trained_on(model_path, records_dir)
     settings = trained.store
-    model = model_lib.load_model(model_path)
     image_size = model_lib.input_size(model)
     logging.info(
         "predict: %d images (%d other files ignored), prepared like the training records "

@@ -15,7 +15,7 @@ project to load (``tf.saved_model.load``), with two signatures:
 Both return ``p_dog`` (float32 [N]), ``class_id`` (int32 [N]: 0 cat, 1 dog, by
 ``trainer.decision``; -1 for a refused row), ``class_name`` (string [N]; empty for such a
 row), ``valid`` (bool [N]) and ``status`` (string [N]: "ok", or why the row was refused:
-``records.photo.STATUSES``, e.g. "truncated", "image too large", "cannot decode"). A bad
+``records.photo_header.STATUSES``, e.g. "truncated", "image too large", "cannot decode"). A bad
 row never fails the others; an empty batch gives empty outputs.
 """
 
@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline import photos
-from records import photo, schema
+from records import photo_header, schema
 from records.photo import StoreSettings
 from trainer import decision
 from trainer import model as model_lib
@@ -38,7 +38,7 @@ IMAGES_SIGNATURE = "serving_images"
 
 def outputs(p_dog: tf.Tensor, status: tf.Tensor) -> dict[str, tf.Tensor]:
     """The signatures' outputs from P(dog) [N] and the rows' ``photo`` status [N]."""
-    valid = tf.equal(status, photo.OK)
+    valid = tf.equal(status, photo_header.OK)
     p_dog = tf.where(valid, p_dog, tf.constant(np.nan, tf.float32))
     class_id = tf.where(valid, decision.class_id_tensor(p_dog), -1)
     names = tf.constant(list(schema.CLASS_NAMES))
@@ -48,7 +48,7 @@ def outputs(p_dog: tf.Tensor, status: tf.Tensor) -> dict[str, tf.Tensor]:
         "class_id": class_id,
         "class_name": class_name,
         "valid": valid,
-        "status": tf.gather(tf.constant(list(photo.STATUSES)), status),
+        "status": tf.gather(tf.constant(list(photo_header.STATUSES)), status),
     }
 
 

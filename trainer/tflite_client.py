@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline import photos
-from records import photo
+from records import photo_header
 from records.photo import StoreSettings
 from trainer import decision
 from trainer import tflite as tflite_lib
@@ -79,7 +79,7 @@ class TFLiteClient:
     def predict(self, photo_files: Sequence[bytes]) -> list[Prediction]:
         """One ``Prediction`` per file; a refused file gets NaN, "" and its status."""
         images, status = self.images(photo_files)
-        valid = status == photo.OK
+        valid = status == photo_header.OK
         p_dog = np.full(len(images), np.nan)
         if valid.any():
             p_dog[valid] = tflite_lib.p_dog(self.interpreter, images[valid])
@@ -88,7 +88,7 @@ class TFLiteClient:
                 p_dog=float(p),
                 class_name=decision.class_name(p) if ok else "",
                 valid=bool(ok),
-                status=photo.STATUSES[code],
+                status=photo_header.STATUSES[code],
             )
             for p, ok, code in zip(p_dog, valid, status)
         ]
