@@ -30,6 +30,7 @@ import json
 import os
 import re
 import shutil
+import threading
 import time
 from typing import Any
 
@@ -120,12 +121,13 @@ def _write_shards(
         it are kept, its temp file is removed, so a rerun resumes.
     """
     total = sum(len(plan.shards[split][index]) for split, index in pending)
-    # Photos are prepared by records.photo's TF ops in one tf.data pipeline (the same
-    # function the SavedModel serves), num_workers at a time, in plan order; each is
-    # read again and checked against the plan's sha256 so a record matches its plan.
+    # Photos are prepared by records.photo's TF ops (the same function the SavedModel
+    # serves) on threads, in plan order; each is read again and checked against the
+    # plan's sha256 so that a record matches its plan.
     read = images.checked_reader(lambda task: task[1], lambda task: task[0].read())
     settings = images.StoreSettings(options.max_short_side, options.jpeg_quality)
-    results = images.prepare_many(_tasks(plan, pending), read, settings, options.num_workers)
+    # One thread more than cores: while one waits on the GIL or the disk, the others run.
+    results = images.prepare_many(_tasks(plan, pending), read, settings, options.num_workers + 1)
     bar = Progress("writing", total, options.progress)
     try:
         for split, index in pending:
@@ -268,6 +270,10 @@ def convert(options: ConvertOptions) -> ConversionResult:
         # Locked after the pool has forked its workers, so that only this process holds
         # the lock: it is released the moment this process ends, however it ends.
         outdir.lock_output_dir(options.output_dir, stack)
+        # Tracing the photo function takes a second or two: done while the plan hashes.
+        settings = images.StoreSettings(options.max_short_side, options.jpeg_quality)
+        tracing = threading.Thread(target=images.trace, args=(settings,), daemon=True)
+        tracing.start()
         plan = make_plan(
             options, pool_map, lambda what, total: Progress(what, total, options.progress)
         )
