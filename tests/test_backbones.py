@@ -1,4 +1,4 @@
-"""Tests for trainer/backbones.py and every backbone through trainer/model.py.
+"""Tests for trainer/models/backbones.py and every backbone through trainer/models/model.py.
 
 All with random weights (weights="none") or files written here: nothing is downloaded.
 """
@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer import backbones
-from trainer import model as model_lib
-from trainer.config import TrainConfig
+from trainer.models import backbones
+from trainer.models import model as model_lib
+from trainer.training.config import TrainConfig
 
 # The smallest input every backbone takes.
 SIZE = (32, 32)

@@ -1,4 +1,4 @@
-"""Tests for trainer/features.py: ``--input_mode=features`` (the frozen base run once)."""
+"""Tests for trainer/training/features.py: ``--input_mode=features`` (the frozen base run once)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from conftest import TINY_TRAIN_SETTINGS
 
 from pipeline import dataset as dataset_lib
 from records.manifest import Manifest
-from trainer import evaluation, features, fit
-from trainer import model as model_lib
-from trainer.config import TrainConfig
+from trainer.inference import evaluation
+from trainer.models import model as model_lib
+from trainer.training import features, fit
+from trainer.training.config import TrainConfig
 
 # VGG16 with all 19 base layers frozen: a frozen base with weights to share.
 TINY = dict(TINY_TRAIN_SETTINGS, freeze_layers=19, pooling="avg", augment="none")

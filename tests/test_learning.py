@@ -20,8 +20,8 @@ import pytest
 
 from records import schema, writer
 from records.convert_options import ConvertOptions
-from trainer import fit
-from trainer.config import TrainConfig
+from trainer.training import fit
+from trainer.training.config import TrainConfig
 
 # 2,000 photos per class, spread over the sample's numbering: ~3,200 train / ~800 val.
 PER_CLASS = 2000

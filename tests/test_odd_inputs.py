@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from records import images, labels, schema, verify, zips
+from records import images, schema, verify
+from records.inputs import labels, zips
 from tests.conftest import make_jpeg_bytes
 from tests.test_writer import convert, read_records
 

@@ -1,4 +1,4 @@
-"""Tests for trainer/show_batch.py and the `preview` command."""
+"""Tests for trainer/training/show_batch.py and the `preview` command."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from PIL import Image
 
 from pipeline import dataset as dataset_lib
 from records.manifest import Manifest
-from trainer import show_batch
 from trainer.preview import PreviewConfig
+from trainer.training import show_batch
 
 TILE_PX = round(show_batch.TILE_INCHES * show_batch.DPI)
 

@@ -19,7 +19,8 @@ import tensorflow as tf
 from PIL import Image
 
 from core import lock
-from records import folders, outdir, plan, schema, sources, verify, writer
+from records import outdir, plan, schema, verify, writer
+from records.inputs import folders, sources
 from records.manifest import Manifest
 from tests.conftest import REPO_ROOT, make_jpeg_bytes, subprocess_env, write_kaggle_folder
 
