@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import write_records
 from records import schema
 from records.manifest import Manifest
-from tests.conftest import write_records
 from trainer import audit_labels
 from trainer.audit import features as audit_features
 from trainer.audit import labels as audit

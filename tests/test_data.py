@@ -9,8 +9,8 @@ import subprocess
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, TINY_TRAIN_SETTINGS, subprocess_env, train_command
 
+from conftest import REPO_ROOT, TINY_TRAIN_SETTINGS, subprocess_env, train_command
 from trainer.models import model as model_lib
 from trainer.training import data as data_lib
 from trainer.training import fit

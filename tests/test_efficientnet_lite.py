@@ -10,8 +10,8 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import SAMPLE_DIR
 
+from conftest import SAMPLE_DIR
 from trainer.models import efficientnet_lite as lite
 from trainer.models import model as model_lib
 

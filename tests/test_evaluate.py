@@ -12,9 +12,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import write_records
 from PIL import Image
 
+from conftest import write_records
 from pipeline import dataset as dataset_lib
 from pipeline import decode
 from records.manifest import Manifest

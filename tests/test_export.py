@@ -15,6 +15,7 @@ import textwrap
 import numpy as np
 import pytest
 import tensorflow as tf
+
 from conftest import (
     TINY_TRAIN_SETTINGS,
     alternating_examples,
@@ -22,7 +23,6 @@ from conftest import (
     subprocess_env,
     write_records,
 )
-
 from pipeline import dataset as dataset_lib
 from pipeline import decode, photos, shards
 from records import images as images_lib

@@ -6,13 +6,12 @@ import json
 import pathlib
 import subprocess
 
-import conftest
 import keras
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY_TRAIN_SETTINGS
 
+from conftest import REPO_ROOT, TINY_TRAIN_SETTINGS, subprocess_env, train_command
 from pipeline import dataset as dataset_lib
 from records.manifest import Manifest
 from trainer.inference import evaluation
@@ -130,12 +129,12 @@ def test_head_trained_on_features_is_the_saved_models_head(tiny_records, tmp_pat
 
 def test_offline_train_with_efficientnet_lite0_imagenet(tiny_records, tmp_path):
     # No network (a dead proxy) and an empty Keras cache: the weights come from the package.
-    env = conftest.subprocess_env(
+    env = subprocess_env(
         KERAS_HOME=str(tmp_path / "keras_home"),
         https_proxy="http://127.0.0.1:9",
         HTTPS_PROXY="http://127.0.0.1:9",
     )
-    command = conftest.train_command(
+    command = train_command(
         tiny_records,
         tmp_path / "model",
         "--backbone=efficientnet_lite0",
@@ -149,7 +148,7 @@ def test_offline_train_with_efficientnet_lite0_imagenet(tiny_records, tmp_path):
         "--tensorboard=false",
     )
     result = subprocess.run(
-        command, capture_output=True, text=True, timeout=300, env=env, cwd=conftest.REPO_ROOT
+        command, capture_output=True, text=True, timeout=300, env=env, cwd=REPO_ROOT
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "converting the efficientnet_lite0 ImageNet weights once" in result.stderr

@@ -9,8 +9,8 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY_TRAIN_SETTINGS
 
+from conftest import TINY_TRAIN_SETTINGS
 from trainer.models import model as model_lib
 from trainer.training import fit
 from trainer.training.config import TrainConfig

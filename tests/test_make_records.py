@@ -12,8 +12,8 @@ import sys
 
 import pytest
 from absl import app, flags
-from conftest import REPO_ROOT, subprocess_env, write_kaggle_folder
 
+from conftest import REPO_ROOT, subprocess_env, write_kaggle_folder
 from core import settings
 from records import make_records, schema, writer
 from records.convert_options import ConvertOptions

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import make_jpeg_bytes
 
+from conftest import make_jpeg_bytes
 from records import writer
 from records.photo import StoreSettings
 from trainer.models import files as model_files

@@ -12,6 +12,7 @@ import subprocess
 import keras
 import numpy as np
 import pandas as pd
+
 from conftest import (
     REPO_ROOT,
     free_ports,
@@ -21,7 +22,6 @@ from conftest import (
     train_runner_command,
     write_records,
 )
-
 from records import schema
 from trainer.models import model as model_lib
 

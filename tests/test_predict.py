@@ -19,9 +19,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import make_jpeg_bytes
 from PIL import Image
 
+from conftest import make_big_jpeg, make_jpeg_bytes
 from pipeline import dataset as dataset_lib
 from pipeline import decode
 from records import images, writer
@@ -290,8 +290,6 @@ def test_pixel_limit_before_decoding(model_path, tmp_path):
 
 
 def test_big_jpeg_is_predicted_reduced_not_a_bad_image(model_path, tmp_path):
-    from tests.test_images import make_big_jpeg
-
     folder = tmp_path / "test1"
     folder.mkdir()
     _write(folder / "1.jpg", _jpeg(215, seed=1))

@@ -20,8 +20,8 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO_ROOT, subprocess_env, train_runner_command
 
+from conftest import REPO_ROOT, subprocess_env, train_runner_command
 from trainer.models import model as model_lib
 from trainer.training import callbacks as callbacks_lib
 from trainer.training import features, resume

@@ -19,9 +19,9 @@ import textwrap
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import SAMPLE_DIR, subprocess_env
 from PIL import Image
 
+from conftest import SAMPLE_DIR, subprocess_env
 from pipeline import photos
 from records import writer
 from records.convert_options import ConvertOptions

@@ -9,8 +9,8 @@ import zipfile
 import pandas as pd
 import pytest
 
+from conftest import make_jpeg_bytes, write_kaggle_folder
 from records.inputs import labels, sources, unlabelled, zips
-from tests.conftest import make_jpeg_bytes, write_kaggle_folder
 
 CLASSES = ("cat", "dog")
 
