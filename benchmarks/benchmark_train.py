@@ -27,9 +27,9 @@ from benchmarks import headroom, timing
 from benchmarks import report as report_lib
 from core import settings
 from records.manifest import Manifest
-from trainer import optimizers, precision
-from trainer import strategy as strategy_lib
-from trainer.config import TrainConfig
+from trainer.training import optimizers, precision
+from trainer.training import strategy as strategy_lib
+from trainer.training.config import TrainConfig
 
 setting = settings.setting
 

@@ -2,14 +2,14 @@
 
 Three figures per input variant (``INPUTS``), for one training configuration:
 
-* **model rate**: the real model's training step (``trainer.model.build_model`` with the
+* **model rate**: the real model's training step (``trainer.models.model.build_model`` with the
   backbone, frozen layers, precision policy, strategy, batch size and XLA setting a
-  ``train`` run would use, compiled as ``trainer.fit`` compiles it) on a synthetic uint8
+  ``train`` run would use, compiled as ``trainer.training.fit`` compiles it) on a synthetic uint8
   batch already on the device: images/s with no input cost at all;
 * **fed rate**: the same model fed by the variant's pipeline exactly as ``train`` feeds
-  it (``trainer.data.make_data``), with the share of step time spent in ``next()`` on
-  the iterator (as ``trainer.callbacks.InputWait`` measures it in every run);
-* **host rate**: the pipeline alone (``trainer.data.train_pipeline``) with tf.data's
+  it (``trainer.training.data.make_data``), with the share of step time spent in ``next()`` on
+  the iterator (as ``trainer.training.callbacks.InputWait`` measures it in every run);
+* **host rate**: the pipeline alone (``trainer.training.data.train_pipeline``) with tf.data's
   private thread pool at 1 thread and at every core: images/s, and CPU ms per image.
 
 Host cores the model needs = model rate / the 1-thread host rate.
@@ -33,9 +33,9 @@ from absl import logging
 from benchmarks import timing
 from pipeline import decode_once
 from records.manifest import Manifest
-from trainer import data as data_lib
-from trainer import fit
-from trainer.config import TrainConfig
+from trainer.training import data as data_lib
+from trainer.training import fit
+from trainer.training.config import TrainConfig
 
 
 @dataclasses.dataclass(frozen=True)

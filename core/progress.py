@@ -1,8 +1,8 @@
 """Progress of a long loop over items: a tqdm bar on a terminal, else a log line now and then.
 
-Used by the conversion (``records.writer``), the feature passes (``trainer.features``,
-``trainer.audit_features``). Training's per-epoch progress is a Keras callback of its own
-(``trainer.progress``).
+Used by the conversion (``records.writer``), the feature passes (``trainer.training.features``,
+``trainer.audit.features``). Training's per-epoch progress is a Keras callback of its own
+(``trainer.training.progress``).
 """
 
 from __future__ import annotations

@@ -228,7 +228,7 @@ def eval_dataset(
     split once. ``batch_size`` is global, as in ``train_dataset``.
 
     ``with_filenames=True`` adds each example's ``image/filename`` (the source name as
-    its original bytes; ``records.sources.display_name`` after a ``surrogateescape``
+    its original bytes; ``records.inputs.sources.display_name`` after a ``surrogateescape``
     decode shows it), parsed with the rest of the record, so it cannot fall out of step
     with its image; off by default, as the other callers do not need it.
 

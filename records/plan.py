@@ -11,7 +11,7 @@ writes it (pass 2).
 Every input found is in exactly one place of the plan: a shard, ``skipped`` (with its
 reason: unusable while listing, unreadable, empty, copies labelled both ways) or a
 duplicate group's ``dropped``. A folder that could not be listed is one input found
-and one skipped (see ``records.sources``); ``folders`` counts folders separately.
+and one skipped (see ``records.inputs.sources``); ``folders`` counts folders separately.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from typing import Any
 
 from absl import logging
 
-from records import schema, sources
+from records import schema
 from records.convert_options import ConvertOptions
+from records.inputs import sources
 
 # Default shard size: big enough that reading is sequential, small enough that a split
 # has several shards to spread over readers. Estimated from the source file sizes.

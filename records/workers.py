@@ -1,7 +1,7 @@
 """The conversion's workers: an ordered process-pool map (the progress bar is ``core.progress``).
 
 Imports no TensorFlow: the pool is forked before any TF op runs, and workers only run
-Pillow/hashlib code (``records.images``, ``records.sources``).
+Pillow/hashlib code (``records.images``, ``records.inputs.sources``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Two passes:
 
-1. *Plan* (``records.plan``). List every input file (``records.sources``), read and
+1. *Plan* (``records.plan``). List every input file (``records.inputs.sources``), read and
    sha256 each one (in parallel), then decide everything up front, as a pure function of
    the hashes and the settings: duplicates, the split, and the shards. The plan's digest
    names this exact conversion.
@@ -39,8 +39,9 @@ from absl import logging
 
 from core import files
 from core.progress import Progress
-from records import images, outdir, schema, sources, workers
+from records import images, outdir, schema, workers
 from records.convert_options import ConvertOptions
+from records.inputs import sources
 from records.outdir import PLAN_NAME, TMP_SUFFIX, WORK_DIR
 from records.plan import Plan, make_plan, skip_entry
 

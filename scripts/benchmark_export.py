@@ -5,7 +5,7 @@ r"""Val accuracy, file size and single-image CPU latency of an export_model fold
 
 Accuracy on the val split of the training records (metadata.json names them), each format
 fed the way it is meant to be used:
-  keras        trainer.evaluation.evaluate (the `evaluate` command's library)
+  keras        trainer.inference.evaluation.evaluate (the `evaluate` command's library)
   saved_model  serving_default on the records' JPEG bytes (decoded inside the graph)
   tflite       uint8 images decoded by pipeline.dataset.eval_dataset, one per invocation
   originals    serving_default on the original photos the val records were made from
@@ -33,7 +33,7 @@ import sys
 import time
 
 from core import settings
-from trainer import decision
+from trainer.inference import decision
 
 setting = settings.setting
 
@@ -90,10 +90,10 @@ def _accuracy(config: BenchmarkConfig, metadata: dict) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from trainer import evaluation
-    from trainer import export as export_lib
-    from trainer import model as model_lib
-    from trainer import tflite as tflite_lib
+    from trainer.inference import evaluation
+    from trainer.models import model as model_lib
+    from trainer.serving import export as export_lib
+    from trainer.serving import tflite as tflite_lib
 
     encoded, images, labels = _val(metadata)
     results = {}
@@ -163,7 +163,7 @@ def _val_originals(metadata: dict) -> tuple[list[bytes], list[bytes], list[int]]
     for serialized in tf.data.TFRecordDataset(manifest.split("val").paths):
         example = schema.parse_example(serialized)
         relative = example[schema.FILENAME].numpy().decode("utf-8", "surrogateescape")
-        # A folder input's names are relative to the folder's parent (records.sources).
+        # A folder input's names are relative to the folder's parent (records.inputs.sources).
         paths = [os.path.join(os.path.dirname(folder), relative) for folder in folders]
         path = next((p for p in paths if os.path.isfile(p)), None)
         if path is None:
@@ -220,9 +220,9 @@ def _latency(config: BenchmarkConfig, metadata: dict, threads: int) -> dict:
         # Before any op runs: TF sizes its thread pools once per process.
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
-    from trainer import export as export_lib
-    from trainer import model as model_lib
-    from trainer import tflite as tflite_lib
+    from trainer.models import model as model_lib
+    from trainer.serving import export as export_lib
+    from trainer.serving import tflite as tflite_lib
 
     encoded, images, _ = _val(metadata)
     jpeg, image = tf.constant(encoded[:1]), tf.constant(images[:1])
@@ -268,8 +268,8 @@ def _latency(config: BenchmarkConfig, metadata: dict, threads: int) -> dict:
 
 
 def _sizes(config: BenchmarkConfig, metadata: dict) -> dict:
-    from trainer import export as export_lib
-    from trainer import tflite as tflite_lib
+    from trainer.serving import export as export_lib
+    from trainer.serving import tflite as tflite_lib
 
     saved_model = sum(
         info["bytes"]
@@ -320,7 +320,7 @@ def _table(results: dict) -> str:
 
 
 def main(config: BenchmarkConfig) -> int:
-    from trainer import export as export_lib
+    from trainer.serving import export as export_lib
 
     with open(os.path.join(config.export_dir, export_lib.METADATA_NAME), encoding="utf-8") as f:
         metadata = json.load(f)

@@ -11,7 +11,7 @@ import json
 import os
 
 from core import settings
-from trainer import decision
+from trainer.inference import decision
 
 setting = settings.setting
 

@@ -53,7 +53,7 @@ def main(config: SamplesConfig) -> int:
         wanted[label] -= 1
         relative = example[schema.FILENAME].numpy().decode()
         name = os.path.basename(relative)
-        # A folder input's names are relative to the folder's parent (records.sources).
+        # A folder input's names are relative to the folder's parent (records.inputs.sources).
         originals = [os.path.join(os.path.dirname(path), relative) for path in inputs]
         original = next((path for path in originals if os.path.isfile(path)), None)
         if original:

@@ -1,4 +1,6 @@
-"""Shared test fixtures: tiny images made in tmp_path and hand-built records.
+"""Shared test fixtures and helpers: tiny images made in tmp_path, hand-built records, and the
+helpers several test modules use (imported everywhere as ``from conftest import ...``; pytest
+puts tests/ on sys.path, and one name means one module object).
 
 Unit tests never read the real data set; the few integration tests that do use
 ``sample_dir`` and are skipped (with the reason) when ``../shared`` is absent.
@@ -7,6 +9,7 @@ Unit tests never read the real data set; the few integration tests that do use
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import pathlib
@@ -17,8 +20,10 @@ import threading
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
-from records import schema
+from records import schema, writer
+from records.manifest import Manifest
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SAMPLE_DIR = REPO_ROOT.parent / "shared" / "data" / "dogs-vs-cats" / "train"
@@ -153,6 +158,45 @@ def write_kaggle_folder(
             path.write_bytes(make_jpeg_bytes(height, width, seed=1000 * label + i))
             paths.append(path)
     return paths
+
+
+def make_big_jpeg(path, side: int = 12000) -> bytes:
+    """A ``side`` x ``side`` RGB JPEG, smooth colours at quality 5: ~2 MB on disk for 144 MP.
+
+    Made once per test module (~2 s, ~600 MB peak while encoding) and read from disk.
+    """
+    corners = np.array([[[200, 40, 40], [40, 40, 200]], [[40, 200, 40], [220, 220, 220]]])
+    picture = Image.fromarray(corners.astype(np.uint8)).resize((side, side), Image.BILINEAR)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="JPEG", quality=5)
+    data = buffer.getvalue()
+    del picture
+    path.write_bytes(data)
+    return data
+
+
+def convert(inputs, output_dir, **kwargs) -> writer.ConversionResult:
+    """``records.writer.convert`` of ``inputs`` (paths) into ``output_dir``, progress off."""
+    kwargs.setdefault("progress", False)
+    return writer.convert(
+        writer.ConvertOptions(
+            inputs=tuple(str(i) for i in inputs), output_dir=str(output_dir), **kwargs
+        )
+    )
+
+
+def read_records(records_dir) -> dict[str, list[dict]]:
+    """split -> records (in shard order) as plain dicts, through schema.parse_example."""
+    manifest = Manifest.load(str(records_dir))
+    out = {}
+    for split in schema.SPLITS:
+        rows = []
+        if split in manifest.splits and manifest.splits[split].shards:
+            files = manifest.split(split).paths
+            for parsed in tf.data.TFRecordDataset(files).map(schema.parse_example):
+                rows.append({key: value.numpy() for key, value in parsed.items()})
+        out[split] = rows
+    return out
 
 
 def write_records(

@@ -1,4 +1,5 @@
-"""Tests for the label audit (trainer.features, trainer.audit, the audit_labels command).
+"""Tests for the label audit (trainer.audit.features, trainer.audit.labels, the audit_labels
+command).
 
 The records are made so that the two classes are trivially separable for a base with
 random weights (dark "cats", bright "dogs", noisy texture), with a few labels flipped
@@ -17,10 +18,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import write_records
 from records import schema
 from records.manifest import Manifest
-from tests.conftest import write_records
-from trainer import audit, audit_features, audit_labels
+from trainer import audit_labels
+from trainer.audit import features as audit_features
+from trainer.audit import labels as audit
 
 # A name that is not UTF-8 (the byte 0xff, as Python gives it: a surrogate escape).
 NOT_UTF8 = "cat.\udcff.flipped.jpg"

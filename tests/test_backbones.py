@@ -1,4 +1,4 @@
-"""Tests for trainer/backbones.py and every backbone through trainer/model.py.
+"""Tests for trainer/models/backbones.py and every backbone through trainer/models/model.py.
 
 All with random weights (weights="none") or files written here: nothing is downloaded.
 """
@@ -8,15 +8,15 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 
-import conftest
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer import backbones
-from trainer import model as model_lib
-from trainer.config import TrainConfig
+from conftest import REPO_ROOT, subprocess_env, train_command
+from trainer.models import backbones
+from trainer.models import model as model_lib
+from trainer.training.config import TrainConfig
 
 # The smallest input every backbone takes.
 SIZE = (32, 32)
@@ -206,16 +206,16 @@ def test_mobilenetv2_weights_file_follows_the_image_size():
 
 def test_offline_imagenet_for_an_application_backbone_is_fast_and_clear(tiny_records, tmp_path):
     # Nothing listens on port 9: the download fails at once, as on a machine offline.
-    env = conftest.subprocess_env(
+    env = subprocess_env(
         KERAS_HOME=str(tmp_path / "keras_home"),
         https_proxy="http://127.0.0.1:9",
         HTTPS_PROXY="http://127.0.0.1:9",
     )
-    command = conftest.train_command(
+    command = train_command(
         tiny_records, tmp_path / "model", "--backbone=resnet50", "--image_size=32", "--batch_size=8"
     )
     result = subprocess.run(
-        command, capture_output=True, text=True, timeout=120, env=env, cwd=conftest.REPO_ROOT
+        command, capture_output=True, text=True, timeout=120, env=env, cwd=REPO_ROOT
     )
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr

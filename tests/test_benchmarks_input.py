@@ -9,11 +9,11 @@ import sys
 import threading
 
 import pytest
-from conftest import REPO_ROOT, make_jpeg_bytes, subprocess_env, write_kaggle_folder, write_records
 
 from benchmarks import baselines, report, timing, variants
 from benchmarks import benchmark_input as benchmark
 from benchmarks import images as images_lib
+from conftest import REPO_ROOT, make_jpeg_bytes, subprocess_env, write_kaggle_folder, write_records
 from records import schema
 from records.manifest import Manifest
 

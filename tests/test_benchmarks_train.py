@@ -7,7 +7,7 @@ import json
 import pytest
 
 from benchmarks import benchmark_train, headroom
-from trainer import model as model_lib
+from trainer.models import model as model_lib
 
 
 @pytest.fixture

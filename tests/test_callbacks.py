@@ -1,4 +1,5 @@
-"""Tests for trainer/callbacks.py's InputWait: it measures waiting, and changes nothing else.
+"""Tests for trainer/training/callbacks.py's InputWait: it measures waiting, and changes nothing
+else.
 
 Time here is a clock the test drives (``_Clock``): fetching a batch and running a step
 take exactly as long as the test says, whatever the machine.
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer import callbacks as callbacks_lib
+from trainer.training import callbacks as callbacks_lib
 
 
 def _model(steps_per_execution: int = 1) -> keras.Model:

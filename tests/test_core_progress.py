@@ -1,5 +1,5 @@
 """Tests for core/progress.py (the conversion's and feature passes' progress; named
-apart from tests/test_progress.py, which tests trainer/progress.py)."""
+apart from tests/test_progress.py, which tests trainer/training/progress.py)."""
 
 from __future__ import annotations
 

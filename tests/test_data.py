@@ -1,4 +1,5 @@
-"""Tests for trainer/data.py's input modes: decode-once training end to end, both placements."""
+"""Tests for trainer/training/data.py's input modes: decode-once training end to end, both
+placements."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ import subprocess
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, TINY_TRAIN_SETTINGS, subprocess_env, train_command
 
-from trainer import data as data_lib
-from trainer import fit
-from trainer import model as model_lib
-from trainer.config import TrainConfig
+from conftest import REPO_ROOT, TINY_TRAIN_SETTINGS, subprocess_env, train_command
+from trainer.models import model as model_lib
+from trainer.training import data as data_lib
+from trainer.training import fit
+from trainer.training.config import TrainConfig
 
 TINY = {**TINY_TRAIN_SETTINGS, "epochs": 2, "steps_per_epoch": 3}
 

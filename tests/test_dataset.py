@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import make_jpeg_bytes, write_records
 from pipeline import dataset, decode, shards
 from records import schema
 from records.manifest import Manifest
-from tests.conftest import make_jpeg_bytes, write_records
 
 
 def _split_items(count: int, offset: int):

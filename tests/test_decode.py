@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from conftest import make_jpeg_bytes
 from pipeline import decode
-from tests.conftest import make_jpeg_bytes
 
 
 def _map_one(fn, encoded: bytes) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Tests for trainer/efficientnet_lite.py: the architecture, the offline ImageNet weights and
+"""Tests for trainer/models/efficientnet_lite.py: the architecture, the offline ImageNet weights and
 whether the conversion is right (the ImageNet head tells the sample's cats from its dogs).
 """
 
@@ -10,10 +10,10 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import SAMPLE_DIR
 
-from trainer import efficientnet_lite as lite
-from trainer import model as model_lib
+from conftest import SAMPLE_DIR
+from trainer.models import efficientnet_lite as lite
+from trainer.models import model as model_lib
 
 
 @pytest.fixture(scope="module")

@@ -12,14 +12,14 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import write_records
 from PIL import Image
 
+from conftest import write_records
 from pipeline import dataset as dataset_lib
 from pipeline import decode
 from records.manifest import Manifest
-from trainer import evaluation as evaluate_lib
-from trainer import model as model_lib
+from trainer.inference import evaluation as evaluate_lib
+from trainer.models import model as model_lib
 
 
 @pytest.fixture

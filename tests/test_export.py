@@ -1,4 +1,4 @@
-"""Tests for trainer/export.py and the export_model command.
+"""Tests for trainer/serving/export.py and the export_model command.
 
 One tiny model is trained on tiny records (a few seconds) and exported once per module;
 the tests then check the SavedModel from a process that has neither Keras nor this
@@ -15,6 +15,7 @@ import textwrap
 import numpy as np
 import pytest
 import tensorflow as tf
+
 from conftest import (
     TINY_TRAIN_SETTINGS,
     alternating_examples,
@@ -22,17 +23,17 @@ from conftest import (
     subprocess_env,
     write_records,
 )
-
 from pipeline import dataset as dataset_lib
 from pipeline import decode, photos, shards
 from records import images as images_lib
 from records import photo, photo_header, schema
 from records.manifest import Manifest
-from trainer import evaluation, fit
-from trainer import export as export_lib
-from trainer import model as model_lib
-from trainer import tflite as tflite_lib
-from trainer.config import TrainConfig
+from trainer.inference import evaluation
+from trainer.models import model as model_lib
+from trainer.serving import export as export_lib
+from trainer.serving import tflite as tflite_lib
+from trainer.training import fit
+from trainer.training.config import TrainConfig
 
 IMAGE_SIZE = 32
 

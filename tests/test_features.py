@@ -1,4 +1,4 @@
-"""Tests for trainer/features.py: ``--input_mode=features`` (the frozen base run once)."""
+"""Tests for trainer/training/features.py: ``--input_mode=features`` (the frozen base run once)."""
 
 from __future__ import annotations
 
@@ -6,18 +6,18 @@ import json
 import pathlib
 import subprocess
 
-import conftest
 import keras
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY_TRAIN_SETTINGS
 
+from conftest import REPO_ROOT, TINY_TRAIN_SETTINGS, subprocess_env, train_command
 from pipeline import dataset as dataset_lib
 from records.manifest import Manifest
-from trainer import evaluation, features, fit
-from trainer import model as model_lib
-from trainer.config import TrainConfig
+from trainer.inference import evaluation
+from trainer.models import model as model_lib
+from trainer.training import features, fit
+from trainer.training.config import TrainConfig
 
 # VGG16 with all 19 base layers frozen: a frozen base with weights to share.
 TINY = dict(TINY_TRAIN_SETTINGS, freeze_layers=19, pooling="avg", augment="none")
@@ -129,12 +129,12 @@ def test_head_trained_on_features_is_the_saved_models_head(tiny_records, tmp_pat
 
 def test_offline_train_with_efficientnet_lite0_imagenet(tiny_records, tmp_path):
     # No network (a dead proxy) and an empty Keras cache: the weights come from the package.
-    env = conftest.subprocess_env(
+    env = subprocess_env(
         KERAS_HOME=str(tmp_path / "keras_home"),
         https_proxy="http://127.0.0.1:9",
         HTTPS_PROXY="http://127.0.0.1:9",
     )
-    command = conftest.train_command(
+    command = train_command(
         tiny_records,
         tmp_path / "model",
         "--backbone=efficientnet_lite0",
@@ -148,7 +148,7 @@ def test_offline_train_with_efficientnet_lite0_imagenet(tiny_records, tmp_path):
         "--tensorboard=false",
     )
     result = subprocess.run(
-        command, capture_output=True, text=True, timeout=300, env=env, cwd=conftest.REPO_ROOT
+        command, capture_output=True, text=True, timeout=300, env=env, cwd=REPO_ROOT
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "converting the efficientnet_lite0 ImageNet weights once" in result.stderr

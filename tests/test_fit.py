@@ -1,4 +1,4 @@
-"""Tests for trainer/fit.py: real training runs through the library function."""
+"""Tests for trainer/training/fit.py: real training runs through the library function."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY_TRAIN_SETTINGS
 
-from trainer import fit
-from trainer import model as model_lib
-from trainer.config import TrainConfig
+from conftest import TINY_TRAIN_SETTINGS
+from trainer.models import model as model_lib
+from trainer.training import fit
+from trainer.training.config import TrainConfig
 
 TINY = TINY_TRAIN_SETTINGS
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import make_jpeg_bytes
 from pipeline import decode, fused
-from tests.conftest import make_jpeg_bytes
 
 
 def test_decode_crop_flip_is_seeded_and_varies():

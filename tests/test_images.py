@@ -12,8 +12,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from conftest import make_big_jpeg, make_jpeg_bytes
 from records import images, photo, photo_header
-from tests.conftest import make_jpeg_bytes
 
 
 def _encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -259,19 +259,6 @@ def test_archive_bytes_are_a_nested_archive():
         z.writestr("cat.1.jpg", make_jpeg_bytes())
     with pytest.raises(images.BadImage, match="nested archive: a zip archive, not an image"):
         images.prepare(buffer.getvalue())
-
-
-def make_big_jpeg(path, side: int = 12000) -> bytes:
-    """A ``side`` x ``side`` RGB JPEG, smooth colours at quality 5: ~2 MB on disk for 144 MP.
-
-    Made once per test module (~2 s, ~600 MB peak while encoding) and read from disk.
-    """
-    corners = np.array([[[200, 40, 40], [40, 40, 200]], [[40, 200, 40], [220, 220, 220]]])
-    picture = Image.fromarray(corners.astype(np.uint8)).resize((side, side), Image.BILINEAR)
-    data = _encode(picture, "JPEG", quality=5)
-    del picture
-    path.write_bytes(data)
-    return data
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,13 @@ from __future__ import annotations
 import csv
 import pathlib
 
-import conftest
 import pytest
 
+from conftest import SAMPLE_DIR
 from records import schema, writer
 from records.convert_options import ConvertOptions
-from trainer import fit
-from trainer.config import TrainConfig
+from trainer.training import fit
+from trainer.training.config import TrainConfig
 
 # 2,000 photos per class, spread over the sample's numbering: ~3,200 train / ~800 val.
 PER_CLASS = 2000
@@ -95,11 +95,11 @@ def learning_config(records_dir: pathlib.Path, model_dir: pathlib.Path, **overri
 @pytest.fixture(scope="module")
 def subset_records(tmp_path_factory):
     """The subset's records, converted once for both learning tests."""
-    if not conftest.SAMPLE_DIR.is_dir():
-        pytest.skip(f"real sample data not found at {conftest.SAMPLE_DIR}")
+    if not SAMPLE_DIR.is_dir():
+        pytest.skip(f"real sample data not found at {SAMPLE_DIR}")
     folder = tmp_path_factory.mktemp("learning")
     return make_subset_records(
-        write_subset_table(conftest.SAMPLE_DIR, folder / "subset.csv"), folder / "records"
+        write_subset_table(SAMPLE_DIR, folder / "subset.csv"), folder / "records"
     )
 
 

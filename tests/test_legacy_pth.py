@@ -1,4 +1,5 @@
-"""Tests for trainer/legacy_pth.py: legacy PyTorch files read with numpy, and refused when unsafe.
+"""Tests for trainer/models/legacy_pth.py: legacy PyTorch files read with numpy, and refused when
+unsafe.
 
 The files are written here in torch's legacy layout by a stand-in ``torch`` module (torch
 itself is not installed), so the pickles name exactly what torch's would.
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 
 from core import files
-from trainer import efficientnet_lite, legacy_pth
+from trainer.models import efficientnet_lite, legacy_pth
 
 
 class _Storage:

@@ -14,8 +14,8 @@ import sys
 
 import pytest
 
+from conftest import REPO_ROOT, subprocess_env
 from core import lock
-from tests.conftest import REPO_ROOT, subprocess_env
 
 # Only bounds a hang; nothing waits for it to pass.
 HANG_S = 240

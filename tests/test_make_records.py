@@ -12,11 +12,12 @@ import sys
 
 import pytest
 from absl import app, flags
-from conftest import REPO_ROOT, subprocess_env, write_kaggle_folder
 
+from conftest import REPO_ROOT, subprocess_env, write_kaggle_folder
 from core import settings
-from records import make_records, schema, sources, writer
+from records import make_records, schema, writer
 from records.convert_options import ConvertOptions
+from records.inputs import sources
 
 COMMAND = [sys.executable, "-m", "records.make_records"]
 # make_records with a test-only hook: `python -c KILLED_AFTER_SHARDS N --flags...` SIGKILLs

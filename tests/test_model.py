@@ -1,4 +1,4 @@
-"""Tests for trainer/model.py: architecture, preprocessing, freezing, weights handling."""
+"""Tests for trainer/models/model.py: architecture, preprocessing, freezing, weights handling."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer import model as model_lib
+from trainer.models import model as model_lib
 
 SMALL = dict(image_size=(32, 32), dense_units=8)
 
@@ -65,7 +65,7 @@ def test_output_float32_under_mixed_precision():
         model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
         assert model.get_layer("dense").compute_dtype == "float16"
         assert model.output.dtype == "float32"
-        # Keras wraps the optimizer for loss scaling itself (see trainer/precision.py).
+        # Keras wraps the optimizer for loss scaling itself (see trainer/training/precision.py).
         assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     finally:
         keras.mixed_precision.set_global_policy("float32")

@@ -1,15 +1,15 @@
-"""Tests for trainer/model_files.py: the one resolver of a model's records settings."""
+"""Tests for trainer/models/files.py: the one resolver of a model's records settings."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-from conftest import make_jpeg_bytes
 
+from conftest import make_jpeg_bytes
 from records import writer
 from records.photo import StoreSettings
-from trainer import model_files
+from trainer.models import files as model_files
 
 
 def _records(tmp_path, name, **options):
@@ -80,7 +80,7 @@ def test_unreadable_metrics_names_the_file(tmp_path):
 
 
 def test_evaluate_refuses_records_that_store_photos_otherwise(tmp_path):
-    from trainer import evaluation
+    from trainer.inference import evaluation
 
     records_dir = _records(tmp_path, "records", max_short_side=64)
     model_path = tmp_path / "model" / model_files.MODEL_NAME

@@ -12,6 +12,7 @@ import subprocess
 import keras
 import numpy as np
 import pandas as pd
+
 from conftest import (
     REPO_ROOT,
     free_ports,
@@ -21,9 +22,8 @@ from conftest import (
     train_runner_command,
     write_records,
 )
-
 from records import schema
-from trainer import model as model_lib
+from trainer.models import model as model_lib
 
 COMMON = [
     "--weights=none",
@@ -130,7 +130,7 @@ def test_multi_worker_two_processes_train_and_log_like_one_process(tmp_path):
     # differ (labels alternate and are dealt round-robin: one shard is all cats, the
     # other all dogs), so a worker logging only its own share would show.
     # The epoch-level logs come from Keras' metric variables; the per-batch logs that
-    # callbacks get are what trainer/keras_compat.py reduces across workers: the last
+    # callbacks get are what trainer/training/keras_compat.py reduces across workers: the last
     # batch's running values must equal the epoch's on every worker (a sum over the two
     # workers would double them).
     records_dir = _records(tmp_path, num_train=32, num_val=16)

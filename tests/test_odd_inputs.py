@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from records import images, labels, schema, verify, zips
-from tests.conftest import make_jpeg_bytes
-from tests.test_writer import convert, read_records
+from conftest import convert, make_big_jpeg, make_jpeg_bytes, read_records
+from records import images, schema, verify
+from records.inputs import labels, zips
 
 PHONE_ROTATION = "EXIF orientation 6 -> rotated 90° clockwise (stored upright)"
 HUGE = "image too large: 9000x9000 = 81000000 pixels (limit 65000000)"
@@ -358,8 +358,6 @@ def test_nested_archive_bytes_under_an_image_name_are_named_as_such(tmp_path, ki
 
 
 def test_big_jpeg_is_converted_reduced_and_listed(tmp_path):
-    from tests.test_images import make_big_jpeg
-
     folder = tmp_path / "train"
     folder.mkdir()
     _write(folder / "cat.1.jpg", make_jpeg_bytes(seed=1))

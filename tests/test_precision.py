@@ -1,4 +1,4 @@
-"""Tests for trainer/precision.py."""
+"""Tests for trainer/training/precision.py."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import keras
 import pytest
 import tensorflow as tf
 
-from trainer import precision
+from trainer.training import precision
 
 
 def test_auto_is_float32_without_gpus():
@@ -18,7 +18,7 @@ def test_auto_is_float32_without_gpus():
 def test_mixed_policy_model_computes_in_half_precision_with_a_float32_output():
     # What the policy is for: the trainer's model computes in float16 but its softmax
     # (and so the loss) stays float32.
-    from trainer import model as model_lib
+    from trainer.models import model as model_lib
 
     try:
         precision.apply_policy(precision.choose_policy("mixed_float16"))

@@ -1,4 +1,5 @@
-"""Tests for trainer/prediction.py and trainer/predict.py: a Kaggle submission from a folder or zip.
+"""Tests for trainer/inference/prediction.py and trainer/predict.py: a Kaggle submission from a
+folder or zip.
 
 The models here have answers known in advance (P(dog) = brightness of the picture, or of
 its top half), so the tests check predict's output against the picture, not against
@@ -18,16 +19,17 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import make_jpeg_bytes
 from PIL import Image
 
+from conftest import make_big_jpeg, make_jpeg_bytes
 from pipeline import dataset as dataset_lib
 from pipeline import decode
-from records import images, labels, unlabelled, writer
+from records import images, writer
+from records.inputs import labels, unlabelled
 from records.manifest import Manifest
 from records.photo import StoreSettings
 from trainer import predict as predict_cli
-from trainer import prediction as predict_lib
+from trainer.inference import prediction as predict_lib
 
 IMAGE_SIZE = (32, 32)
 HUGE = f"image too large: 9000x9000 = 81000000 pixels (limit {images.MAX_PIXELS})"
@@ -288,8 +290,6 @@ def test_pixel_limit_before_decoding(model_path, tmp_path):
 
 
 def test_big_jpeg_is_predicted_reduced_not_a_bad_image(model_path, tmp_path):
-    from tests.test_images import make_big_jpeg
-
     folder = tmp_path / "test1"
     folder.mkdir()
     _write(folder / "1.jpg", _jpeg(215, seed=1))

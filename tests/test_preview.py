@@ -1,20 +1,20 @@
-"""Tests for trainer/show_batch.py and the `preview` command."""
+"""Tests for trainer/training/show_batch.py and the `preview` command."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
-import conftest
 import keras
 import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import REPO_ROOT, subprocess_env
 from pipeline import dataset as dataset_lib
 from records.manifest import Manifest
-from trainer import show_batch
 from trainer.preview import PreviewConfig
+from trainer.training import show_batch
 
 TILE_PX = round(show_batch.TILE_INCHES * show_batch.DPI)
 
@@ -92,8 +92,8 @@ def test_preview_command(tiny_records, tmp_path):
         capture_output=True,
         text=True,
         timeout=180,
-        env=conftest.subprocess_env(),
-        cwd=conftest.REPO_ROOT,
+        env=subprocess_env(),
+        cwd=REPO_ROOT,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"wrote {output}: 8 training images" in result.stdout
@@ -112,8 +112,8 @@ def test_preview_command_missing_records(tmp_path):
         capture_output=True,
         text=True,
         timeout=180,
-        env=conftest.subprocess_env(),
-        cwd=conftest.REPO_ROOT,
+        env=subprocess_env(),
+        cwd=REPO_ROOT,
     )
     assert result.returncode == 2
     assert "make_records" in result.stderr and "Traceback" not in result.stderr

@@ -1,4 +1,5 @@
-"""Tests for trainer/progress.py: a bar on a terminal, exactly one line per epoch elsewhere."""
+"""Tests for trainer/training/progress.py: a bar on a terminal, exactly one line per epoch
+elsewhere."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import threading
 import keras
 import numpy as np
 
-from trainer import callbacks as callbacks_lib
-from trainer import progress
+from trainer.training import callbacks as callbacks_lib
+from trainer.training import progress
 
 
 def test_terminal_gets_a_bar_anything_else_one_line_per_epoch(tmp_path):

@@ -1,4 +1,4 @@
-"""Tests for trainer/resume.py: a resumed run must be the run that was interrupted.
+"""Tests for trainer/training/resume.py: a resumed run must be the run that was interrupted.
 
 The library tests interrupt ``fit`` in-process with scripted val_accuracy values; the
 subprocess tests SIGKILL real training runs at exact points, not by timing, through
@@ -20,11 +20,11 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO_ROOT, subprocess_env, train_runner_command
 
-from trainer import callbacks as callbacks_lib
-from trainer import features, resume
-from trainer import model as model_lib
+from conftest import REPO_ROOT, subprocess_env, train_runner_command
+from trainer.models import model as model_lib
+from trainer.training import callbacks as callbacks_lib
+from trainer.training import features, resume
 
 
 class _Interrupted(Exception):

@@ -17,6 +17,7 @@ import sys
 
 import pandas as pd
 import pytest
+
 from conftest import (
     REPO_ROOT,
     OutputWatcher,
@@ -27,7 +28,6 @@ from conftest import (
     train_runner_command,
     write_records,
 )
-
 from pipeline import service
 from records import schema
 

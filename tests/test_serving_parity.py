@@ -19,16 +19,17 @@ import textwrap
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import SAMPLE_DIR, subprocess_env
 from PIL import Image
 
+from conftest import SAMPLE_DIR, subprocess_env
 from pipeline import photos
 from records import writer
 from records.convert_options import ConvertOptions
-from trainer import evaluation, fit, prediction
-from trainer import export as export_lib
-from trainer.config import TrainConfig
-from trainer.tflite_client import TFLiteClient
+from trainer.inference import evaluation, prediction
+from trainer.serving import export as export_lib
+from trainer.serving.tflite_client import TFLiteClient
+from trainer.training import fit
+from trainer.training.config import TrainConfig
 
 pytestmark = pytest.mark.slow
 

@@ -10,8 +10,8 @@ import sys
 import pytest
 from absl import app, flags
 
+from conftest import REPO_ROOT
 from core import settings
-from tests.conftest import REPO_ROOT
 
 setting = settings.setting
 SHAPES = ("square", "round")

@@ -1,4 +1,4 @@
-"""Tests for records.sources: input kinds, labels, reading, unlabelled listing."""
+"""Tests for records.inputs.sources: input kinds, labels, reading, unlabelled listing."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import zipfile
 import pandas as pd
 import pytest
 
-from records import labels, sources, unlabelled, zips
-from tests.conftest import make_jpeg_bytes, write_kaggle_folder
+from conftest import make_jpeg_bytes, write_kaggle_folder
+from records.inputs import labels, sources, unlabelled, zips
 
 CLASSES = ("cat", "dog")
 

@@ -1,4 +1,4 @@
-"""Tests for trainer/strategy.py (the multi-device runs are in test_multiworker.py)."""
+"""Tests for trainer/training/strategy.py (the multi-device runs are in test_multiworker.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 import tensorflow as tf
 
-from trainer import strategy as strategy_lib
+from trainer.training import strategy as strategy_lib
 
 
 def test_auto_on_cpu_is_one_device():

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
+from conftest import REPO_ROOT
 from core import tensorflow_logs
-from tests.conftest import REPO_ROOT
 
 ONEDNN = (
     "I0000 00:00:1796219582.689922    3711 port.cc:153] oneDNN custom operations are on. "

@@ -9,9 +9,9 @@ import sys
 
 import pandas as pd
 import pytest
-from conftest import REPO_ROOT, subprocess_env, train_command, train_runner_command
 
-from trainer import model as model_lib
+from conftest import REPO_ROOT, subprocess_env, train_command, train_runner_command
+from trainer.models import model as model_lib
 
 SMALL_FLAGS = [
     "--weights=none",

@@ -1,4 +1,4 @@
-"""Tests for trainer/tta.py: flip averages the two passes, none is the plain output."""
+"""Tests for trainer/inference/tta.py: flip averages the two passes, none is the plain output."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from trainer import tta
+from trainer.inference import tta
 
 
 def _left_half_model(head: str = "softmax") -> keras.Model:

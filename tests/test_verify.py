@@ -10,8 +10,8 @@ import sys
 import pytest
 import tensorflow as tf
 
+from conftest import REPO_ROOT, make_jpeg_bytes, subprocess_env, write_kaggle_folder
 from records import schema, verify, writer
-from tests.conftest import REPO_ROOT, make_jpeg_bytes, subprocess_env, write_kaggle_folder
 
 
 @pytest.fixture

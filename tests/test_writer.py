@@ -18,33 +18,17 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from conftest import (
+    REPO_ROOT,
+    convert,
+    make_jpeg_bytes,
+    read_records,
+    subprocess_env,
+    write_kaggle_folder,
+)
 from core import lock
-from records import folders, outdir, plan, schema, sources, verify, writer
-from records.manifest import Manifest
-from tests.conftest import REPO_ROOT, make_jpeg_bytes, subprocess_env, write_kaggle_folder
-
-
-def convert(inputs, output_dir, **kwargs) -> writer.ConversionResult:
-    kwargs.setdefault("progress", False)
-    return writer.convert(
-        writer.ConvertOptions(
-            inputs=tuple(str(i) for i in inputs), output_dir=str(output_dir), **kwargs
-        )
-    )
-
-
-def read_records(records_dir) -> dict[str, list[dict]]:
-    """split -> records (in shard order) as plain dicts, through schema.parse_example."""
-    manifest = Manifest.load(str(records_dir))
-    out = {}
-    for split in schema.SPLITS:
-        rows = []
-        if split in manifest.splits and manifest.splits[split].shards:
-            files = manifest.split(split).paths
-            for parsed in tf.data.TFRecordDataset(files).map(schema.parse_example):
-                rows.append({key: value.numpy() for key, value in parsed.items()})
-        out[split] = rows
-    return out
+from records import outdir, plan, schema, verify, writer
+from records.inputs import folders, sources
 
 
 def shard_bytes(records_dir) -> dict[str, bytes]:

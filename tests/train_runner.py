@@ -19,10 +19,10 @@ import keras
 from absl import flags
 
 from core import settings
-from trainer import fit
-from trainer import model as model_lib
-from trainer import strategy as strategy_lib
-from trainer.config import TrainConfig
+from trainer.models import model as model_lib
+from trainer.training import fit
+from trainer.training import strategy as strategy_lib
+from trainer.training.config import TrainConfig
 
 flags.DEFINE_string(
     "kill_at",

@@ -19,8 +19,8 @@ import dataclasses
 from absl import logging
 
 from core import lock, settings
-from trainer import backbones
-from trainer import model as model_lib
+from trainer.models import backbones
+from trainer.models import model as model_lib
 
 setting = settings.setting
 
@@ -66,7 +66,7 @@ def output_dir_lock(config: AuditConfig) -> lock.DirectoryLock:
 
 def main(config: AuditConfig) -> int:
     from records.manifest import Manifest
-    from trainer import audit
+    from trainer.audit import labels as audit
 
     # First: a second audit into a busy folder stops before it reads anything.
     with output_dir_lock(config):

@@ -21,7 +21,7 @@ import os
 from absl import logging
 
 from core import settings
-from trainer import tta as tta_lib
+from trainer.inference import tta as tta_lib
 
 setting = settings.setting
 
@@ -61,7 +61,8 @@ def output_prefix(config: EvaluateConfig) -> str:
 
 
 def main(config: EvaluateConfig) -> int:
-    from trainer import evaluation, plots
+    from trainer import plots
+    from trainer.inference import evaluation
 
     prefix = output_prefix(config)
     result = evaluation.evaluate(

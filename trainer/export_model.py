@@ -62,7 +62,7 @@ def output_dir_lock(config: ExportConfig) -> lock.DirectoryLock:
 
 
 def main(config: ExportConfig) -> int:
-    from trainer import export
+    from trainer.serving import export
 
     with output_dir_lock(config):
         metadata = export.export(

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 
 from core import settings
-from trainer import tta as tta_lib
+from trainer.inference import tta as tta_lib
 
 setting = settings.setting
 
@@ -53,7 +53,7 @@ class PredictConfig:
 
 
 def main(config: PredictConfig) -> int:
-    from trainer import prediction
+    from trainer.inference import prediction
 
     summary = prediction.predict(
         config.model,

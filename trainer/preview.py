@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 
 from core import settings
-from trainer.config import TrainConfig
+from trainer.training.config import TrainConfig
 
 setting = settings.setting
 
@@ -32,7 +32,7 @@ class PreviewConfig(TrainConfig):
 
 
 def main(config: PreviewConfig) -> int:
-    from trainer import show_batch
+    from trainer.training import show_batch
 
     picture = show_batch.write_batch_picture(config, config.output, config.columns)
     counts = ", ".join(

@@ -11,10 +11,10 @@ One run at a time per --model_dir: a second one stops at once, naming the first'
 from __future__ import annotations
 
 from core import lock, settings
-from trainer import fit
-from trainer import model as model_lib
-from trainer import strategy as strategy_lib
-from trainer.config import TrainConfig
+from trainer.models import model as model_lib
+from trainer.training import fit
+from trainer.training import strategy as strategy_lib
+from trainer.training.config import TrainConfig
 
 
 def model_dir_lock(config: TrainConfig) -> lock.DirectoryLock:

@@ -2,8 +2,8 @@
 
 Like fastai's ``show_batch``: a quick look that the labels match the pictures and that
 the augmentation leaves a recognisable cat or dog. The batch comes from the trainer's own
-input code (``trainer.data.train_pipeline`` and, for augmentation on the accelerator,
-``trainer.data.model_augmenter``) with ``train``'s seeding, so with ``seed`` and
+input code (``trainer.training.data.train_pipeline`` and, for augmentation on the accelerator,
+``trainer.training.data.model_augmenter``) with ``train``'s seeding, so with ``seed`` and
 ``deterministic`` set it is exactly the first batch ``train`` fits on.
 """
 
@@ -18,8 +18,8 @@ import numpy as np
 import tensorflow as tf
 
 from records.manifest import Manifest
-from trainer.config import TrainConfig
-from trainer.data import model_augmenter, train_pipeline
+from trainer.training.config import TrainConfig
+from trainer.training.data import model_augmenter, train_pipeline
 
 # Each tile is TILE_INCHES square at DPI: 150 x 150 pixels, whatever the image size.
 TILE_INCHES = 1.5

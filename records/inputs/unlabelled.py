@@ -12,8 +12,8 @@ import dataclasses
 import os
 import re
 
-from records import labels
-from records.sources import (
+from records.inputs import labels
+from records.inputs.sources import (
     InputError,
     SourceImage,
     detect_kind,

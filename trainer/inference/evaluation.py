@@ -17,12 +17,13 @@ import scipy.stats
 from absl import logging
 
 from pipeline import dataset as dataset_lib
-from records import sources
+from records.inputs import sources
 from records.manifest import Manifest
 from records.schema import CLASS_NAMES
-from trainer import decision, model_files
-from trainer import model as model_lib
-from trainer import tta as tta_lib
+from trainer.inference import decision
+from trainer.inference import tta as tta_lib
+from trainer.models import files as model_files
+from trainer.models import model as model_lib
 
 # Kaggle's log loss clips predictions to [eps, 1 - eps] so one confident mistake is finite.
 _LOG_LOSS_EPS = 1e-15
@@ -51,8 +52,9 @@ def select_mistakes(
 ) -> np.ndarray:
     """Indices of the ``num`` most confident mistakes, highest loss first.
 
-    A mistake is an example whose predicted class (``trainer.decision``) is not its label; they are ranked by ``example_log_loss``, ties by
-    ``positions`` (default: the index), so the choice does not depend on batching.
+    A mistake is an example whose predicted class (``trainer.inference.decision``) is not its
+    label; they are ranked by ``example_log_loss``, ties by ``positions`` (default: the
+    index), so the choice does not depend on batching.
 
     Args:
       labels: int labels [N] (dog = 1).
@@ -206,7 +208,7 @@ def evaluate(
       records_dir: Directory made by ``make_records``.
       split: Which split.
       batch_size: Images per model call.
-      tta: Test-time augmentation, one of ``trainer.tta.TTA_MODES``.
+      tta: Test-time augmentation, one of ``trainer.inference.tta.TTA_MODES``.
       num_mistakes: How many of the most confident mistakes to keep (with images).
 
     Raises:

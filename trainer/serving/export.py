@@ -2,13 +2,13 @@
 
 What ``export`` writes into the output folder:
 
-* ``saved_model/``: the serving SavedModel (``trainer.serving``): photo files' bytes in,
+* ``saved_model/``: the serving SavedModel (``trainer.serving.saved_model``): photo files' bytes in,
   P(dog) and the class out, with every photo prepared in the graph exactly as
   ``make_records`` stored the training photos and ``predict`` prepares them.
-* ``model_float16.tflite``, ``model_int8.tflite`` (``trainer.tflite``): uint8 images
+* ``model_float16.tflite``, ``model_int8.tflite`` (``trainer.serving.tflite``): uint8 images
   [N, H, W, 3] -> P(dog) [N], float16 weights, or int8 post-training quantization
   calibrated on images of the *training* records decoded as validation decodes them.
-  ``trainer.tflite_client`` turns photo files into their input.
+  ``trainer.serving.tflite_client`` turns photo files into their input.
 * ``metadata.json``: input size, labels and the decision threshold, how to prepare a
   photo (the training records' settings), the source model's val accuracy, each file's
   sha256, the signatures, the TFLite ops left in float and how far each artifact's
@@ -33,12 +33,14 @@ from core.files import sha256_file
 from pipeline import dataset as dataset_lib
 from records import schema
 from records.manifest import Manifest
-from trainer import decision, model_files, serving
-from trainer import model as model_lib
-from trainer import tflite as tflite_lib
-from trainer.serving import BYTES_SIGNATURE, IMAGES_SIGNATURE, SAVED_MODEL_DIR
-from trainer.tflite import QUANTIZATIONS, tflite_name
-from trainer.tflite_client import METADATA_NAME
+from trainer.inference import decision
+from trainer.models import files as model_files
+from trainer.models import model as model_lib
+from trainer.serving import saved_model
+from trainer.serving import tflite as tflite_lib
+from trainer.serving.saved_model import BYTES_SIGNATURE, IMAGES_SIGNATURE, SAVED_MODEL_DIR
+from trainer.serving.tflite import QUANTIZATIONS, tflite_name
+from trainer.serving.tflite_client import METADATA_NAME
 
 
 def representative_images(
@@ -114,14 +116,14 @@ def export(
     image_size = model_lib.input_size(model)
     calibration = representative_images(trained.manifest, image_size, calibration_images)
     logging.info("calibration: %d training images from %s", len(calibration), trained.manifest.path)
-    keras_p_dog = _in_batches(lambda images: serving.p_dog(model, images), calibration)
+    keras_p_dog = _in_batches(lambda images: saved_model.p_dog(model, images), calibration)
 
     parent = os.path.dirname(os.path.abspath(output_dir))
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
     try:
         saved_model_path = os.path.join(staging, SAVED_MODEL_DIR)
-        serving.write_saved_model(model, saved_model_path, trained.store)
+        saved_model.write_saved_model(model, saved_model_path, trained.store)
         logging.info("wrote the SavedModel")
         # Read back as a client would: the signature on the calibration images.
         served = tf.saved_model.load(saved_model_path).signatures[IMAGES_SIGNATURE]
@@ -240,7 +242,7 @@ def _metadata(
                 "file": tflite_name(q),
                 "inputs": {"images": f"uint8 [N, {height}, {width}, 3]"},
                 "outputs": {"p_dog": "float32 [N]"},
-                "client": "trainer.tflite_client.TFLiteClient prepares photo files for it",
+                "client": "trainer.serving.tflite_client.TFLiteClient prepares photo files for it",
                 **ops[q],
             }
             for q in QUANTIZATIONS

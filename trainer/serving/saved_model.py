@@ -13,7 +13,7 @@ project to load (``tf.saved_model.load``), with two signatures:
   input size (what the model itself takes).
 
 Both return ``p_dog`` (float32 [N]), ``class_id`` (int32 [N]: 0 cat, 1 dog, by
-``trainer.decision``; -1 for a refused row), ``class_name`` (string [N]; empty for such a
+``trainer.inference.decision``; -1 for a refused row), ``class_name`` (string [N]; empty for such a
 row), ``valid`` (bool [N]) and ``status`` (string [N]: "ok", or why the row was refused:
 ``records.photo_header.STATUSES``, e.g. "truncated", "image too large", "cannot decode"). A bad
 row never fails the others; an empty batch gives empty outputs.
@@ -28,8 +28,8 @@ import tensorflow as tf
 from pipeline import photos
 from records import photo_header, schema
 from records.photo import StoreSettings
-from trainer import decision
-from trainer import model as model_lib
+from trainer.inference import decision
+from trainer.models import model as model_lib
 
 SAVED_MODEL_DIR = "saved_model"
 BYTES_SIGNATURE = "serving_default"
@@ -75,7 +75,7 @@ def write_saved_model(model: keras.Model, path: str, store: StoreSettings) -> No
       model: The trained Keras model.
       path: The SavedModel folder to write.
       store: How the model's training records stored photos
-        (``trainer.model_files.trained_on``); the bytes signature prepares photos so.
+        (``trainer.models.files.trained_on``); the bytes signature prepares photos so.
     """
     image_size = model_lib.input_size(model)
 

@@ -8,7 +8,7 @@ import os
 import tensorflow as tf
 from absl import logging
 
-from trainer import keras_compat
+from trainer.training import keras_compat
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 

@@ -11,8 +11,8 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from trainer import progress, resume
-from trainer.model_files import BEST_MODEL_NAME, HISTORY_NAME
+from trainer.models.files import BEST_MODEL_NAME, HISTORY_NAME
+from trainer.training import progress, resume
 
 BACKUP_SUBDIR = "backup"
 

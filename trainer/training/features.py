@@ -28,7 +28,7 @@ from core.progress import Progress
 from pipeline import dataset as dataset_lib
 from pipeline import decode_once
 from records.manifest import Manifest
-from trainer import model as model_lib
+from trainer.models import model as model_lib
 
 INPUT_MODE = "features"
 

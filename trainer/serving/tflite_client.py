@@ -25,8 +25,8 @@ import tensorflow as tf
 from pipeline import photos
 from records import photo_header
 from records.photo import StoreSettings
-from trainer import decision
-from trainer import tflite as tflite_lib
+from trainer.inference import decision
+from trainer.serving import tflite as tflite_lib
 
 METADATA_NAME = "metadata.json"
 
@@ -46,7 +46,7 @@ class TFLiteClient:
 
     Args:
       export_dir: A folder written by ``export_model`` (metadata.json and the models).
-      quantization: Which TFLite model, one of ``trainer.tflite.QUANTIZATIONS``.
+      quantization: Which TFLite model, one of ``trainer.serving.tflite.QUANTIZATIONS``.
       num_threads: LiteRT's threads (None: its default).
 
     Raises:

@@ -2,7 +2,7 @@
 
 The model takes raw RGB pixels (uint8 or float in 0..255): the base's own preprocessing
 is a layer inside it, so the saved model needs no preprocessing code to predict. The
-bases and their defaults are listed once, in ``trainer.backbones``.
+bases and their defaults are listed once, in ``trainer.models.backbones``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import socket
 import keras
 from absl import logging
 
-from trainer import backbones
+from trainer.models import backbones
 
 # Kept for callers of the VGG16-only API (the flags' help, the README, the tests).
 VGG16Preprocess = backbones.VGG16Preprocess

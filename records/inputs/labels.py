@@ -1,6 +1,6 @@
 """What label a file has, from its path or from a table's label cell.
 
-The rules (see ``records.sources`` for where paths come from): the nearest enclosing
+The rules (see ``records.inputs.sources`` for where paths come from): the nearest enclosing
 folder named like a class (``cat``/``cats``/``Cat`` ...) wins, else the Kaggle file-name
 rule, the word before the first dot (``Dog.12.jpg`` -> dog), case-insensitive; a folder
 and a file name that disagree make the file conflicting. Archives found inside an input

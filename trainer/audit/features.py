@@ -2,8 +2,8 @@
 
 Each record goes once through the evaluation decode (``pipeline.dataset.eval_dataset``),
 the backbone's own preprocessing layer, the pretrained base and global average pooling
-(``trainer.features.feature_model``, what ``train --input_mode=features`` runs): one
-float vector per image, which the audit's cheap head (``trainer.audit``) is then trained
+(``trainer.training.features.feature_model``, what ``train --input_mode=features`` runs): one
+float vector per image, which the audit's cheap head (``trainer.audit.labels``) is then trained
 on many times over, in seconds, instead of running the base again. Each image's name
 comes with its pixels (``eval_dataset(with_filenames=True)``), so the two cannot fall
 out of step. The vectors are kept in an ``.npz`` file, reused while the records and the
@@ -25,8 +25,9 @@ from core.progress import Progress
 from pipeline import dataset as dataset_lib
 from records import schema
 from records.manifest import Manifest
-from trainer import evaluation, features
-from trainer import model as model_lib
+from trainer.inference import evaluation
+from trainer.models import model as model_lib
+from trainer.training import features
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +57,7 @@ def extractor(backbone: str, weights: str, image_size: tuple[int, int]) -> keras
     """Raw RGB 0..255 [B, H, W, 3] -> the base's globally average-pooled features [B, D].
 
     Raises:
-      trainer.model.WeightsError: The weights cannot be obtained.
+      trainer.models.model.WeightsError: The weights cannot be obtained.
       ValueError: Unknown backbone.
     """
     # freeze_layers=0 only so that a random-weight base is not frozen with a warning:

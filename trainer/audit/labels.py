@@ -1,7 +1,7 @@
 """Label audit: which images of a records directory most likely carry the wrong label.
 
 1. Features: every labelled record (train and val) once through a pretrained frozen base
-   (``trainer.features``, cached in the output folder).
+   (``trainer.training.features``, cached in the output folder).
 2. Out-of-sample probabilities: k-fold cross-validation of a cheap head (standardised
    features -> logistic regression), so each image's P(given label) comes from a head
    that never saw it. A head that has seen an image has learnt its label, wrong or not.
@@ -28,7 +28,8 @@ from absl import logging
 
 from records import schema
 from records.manifest import Manifest
-from trainer import audit_features, plots
+from trainer import plots
+from trainer.audit import features as audit_features
 
 CSV_NAME = "label_issues.csv"
 GRID_NAME = "label_issues.png"
@@ -185,7 +186,7 @@ def audit(
     Args:
       manifest: The records directory.
       output_dir: Where the CSV, the grid and the feature cache go.
-      backbone: A ``trainer.backbones`` name.
+      backbone: A ``trainer.models.backbones`` name.
       weights: "imagenet", "none" or a weights file (as ``train --weights``).
       image_size: (height, width) the records are decoded to for the base.
       folds: Cross-validation folds (each image is predicted by a head trained on the
@@ -199,7 +200,7 @@ def audit(
     Raises:
       ValueError: Too few images per class for ``folds``, or no labelled records.
       FileNotFoundError: A shard is missing.
-      trainer.model.WeightsError: The base's weights cannot be obtained.
+      trainer.models.model.WeightsError: The base's weights cannot be obtained.
     """
     os.makedirs(output_dir, exist_ok=True)
     # A random-weight base (--weights=none) is made by the seed, so it is part of the key;

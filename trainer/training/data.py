@@ -13,8 +13,8 @@ from absl import logging
 from pipeline import dataset as dataset_lib
 from pipeline import decode_once
 from records.manifest import Manifest
-from trainer import features as features_lib
-from trainer.config import TrainConfig
+from trainer.training import features as features_lib
+from trainer.training.config import TrainConfig
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,8 +11,9 @@ import dataclasses
 
 from core import settings
 from pipeline import dataset, decode_once
-from trainer import backbones, features, optimizers, precision, strategy
-from trainer import model as model_lib
+from trainer.models import backbones
+from trainer.models import model as model_lib
+from trainer.training import features, optimizers, precision, strategy
 
 setting = settings.setting
 

@@ -22,14 +22,15 @@ import tensorflow as tf
 from absl import logging
 
 from records.manifest import Manifest
-from trainer import callbacks as callbacks_lib
-from trainer import features as features_lib
-from trainer import model as model_lib
-from trainer import optimizers, plots, precision, progress, resume
-from trainer import strategy as strategy_lib
-from trainer.config import TrainConfig
-from trainer.data import TrainData, make_data, model_augmenter
-from trainer.model_files import CURVES_NAME, HISTORY_NAME, METRICS_NAME, MODEL_NAME
+from trainer import plots
+from trainer.models import model as model_lib
+from trainer.models.files import CURVES_NAME, HISTORY_NAME, METRICS_NAME, MODEL_NAME
+from trainer.training import callbacks as callbacks_lib
+from trainer.training import features as features_lib
+from trainer.training import optimizers, precision, progress, resume
+from trainer.training import strategy as strategy_lib
+from trainer.training.config import TrainConfig
+from trainer.training.data import TrainData, make_data, model_augmenter
 
 FINE_TUNE_BACKUP_SUFFIX = "_fine_tune"
 
@@ -130,7 +131,7 @@ def _run_phase(run: _Run, phase: _Phase, append_history: bool) -> None:
             validation_steps=run.data.validation_steps,
             callbacks=callbacks,
             # callbacks_lib's EpochProgress prints instead: a bar within the epoch on a
-            # terminal, exactly one line per epoch elsewhere (trainer/progress.py).
+            # terminal, exactly one line per epoch elsewhere (trainer/training/progress.py).
             verbose=0,
         )
     run.images_per_sec.extend(throughput.per_epoch)

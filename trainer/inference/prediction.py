@@ -2,7 +2,7 @@
 
 The CSV is `id,label` (id = the file name's stem, sorted numerically; label = P(dog)).
 
-Which files: images by name, as ``records.unlabelled.list_unlabelled`` selects them (image
+Which files: images by name, as ``records.inputs.unlabelled.list_unlabelled`` selects them (image
 extensions, case-insensitive; hidden files, ``__MACOSX`` and archives left out). Every
 other file (``Thumbs.db``, ``notes.txt``) is no row of the CSV: it is listed with the
 reason in ``<output stem>.ignored.json``.
@@ -11,14 +11,14 @@ How an image becomes the model's input: exactly as validation sees it, through
 ``pipeline.photos.photo_input``: ``records.photo.prepare`` (how ``make_records`` stored
 the training photos: format by content, size check, EXIF orientation, RGB, shrunk to the
 records' short side, JPEG) with the settings of the records the model was trained on
-(``trainer.model_files.trained_on``), then the eval decode. The exported SavedModel runs
+(``trainer.models.files.trained_on``), then the eval decode. The exported SavedModel runs
 the same function in its graph.
 
 Images that cannot be read or prepared never stop the run: they are listed with the
 reason (the same words as in a manifest's ``skipped``) in
 ``<output stem>.bad_images.json`` and get ``bad_image_label``, so the submission still
 has a row for every image. File names that are not UTF-8 are written escaped
-(``records.sources.display_name``) in the CSV and both sidecars.
+(``records.inputs.sources.display_name``) in the CSV and both sidecars.
 """
 
 from __future__ import annotations
@@ -34,11 +34,12 @@ from absl import logging
 
 from pipeline import decode, photos
 from records import images as images_lib
-from records import photo_header, sources, unlabelled
+from records import photo_header
+from records.inputs import sources, unlabelled
 from records.photo import StoreSettings
-from trainer import model as model_lib
-from trainer import model_files
-from trainer import tta as tta_lib
+from trainer.inference import tta as tta_lib
+from trainer.models import files as model_files
+from trainer.models import model as model_lib
 
 
 def submission_id(name: str) -> str:
@@ -144,7 +145,7 @@ def predict(
       batch_size: Images per model call.
       bad_image_label: The label of images that cannot be read or prepared.
       records_dir: The records the model was trained on (see ``model_files.trained_on``).
-      tta: Test-time augmentation, one of ``trainer.tta.TTA_MODES``.
+      tta: Test-time augmentation, one of ``trainer.inference.tta.TTA_MODES``.
 
     Raises:
       FileNotFoundError: Missing model, input, or training records' manifest.

@@ -2,7 +2,7 @@
 
 The TFLite models take what the Keras model takes: uint8 images [N, H, W, 3] at the
 model's input size, and return P(dog) [N]. Turning a photo file into such an image is
-``pipeline.photos`` (see ``trainer.tflite_client``, which does both).
+``pipeline.photos`` (see ``trainer.serving.tflite_client``, which does both).
 
 The interpreter is LiteRT's (``ai_edge_litert``, pinned beside TensorFlow 2.21), the
 successor of ``tf.lite.Interpreter``, which TF 2.21 still ships with a warning that it
@@ -19,8 +19,8 @@ import numpy as np
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
-from trainer import model as model_lib
-from trainer import serving
+from trainer.models import model as model_lib
+from trainer.serving import saved_model
 
 # TFLite variants: file name and how the converter quantizes them.
 QUANTIZATIONS: tuple[str, ...] = ("float16", "int8")
@@ -50,7 +50,7 @@ def tflite_model(
 
     @tf.function(input_signature=[tf.TensorSpec([None, *image_size, 3], tf.uint8, name="images")])
     def p_dog(images):
-        return {"p_dog": serving.p_dog(model, images)}
+        return {"p_dog": saved_model.p_dog(model, images)}
 
     # Through a SavedModel, as Keras' own LiteRT export does: a concrete function of a
     # Keras 3 model keeps its weights as resource variables (READ_VARIABLE ops that fail at

@@ -8,11 +8,11 @@ them with that reason.
 
 Kinds of input (auto-detected by ``detect_kind``):
 
-* ``folder``: a directory, walked recursively (``records.folders``). The label of
+* ``folder``: a directory, walked recursively (``records.inputs.folders``). The label of
   ``<dir>/.../<file>`` comes from the nearest enclosing folder named like a class
   (``cat``/``cats``/``Cat`` ..., the folder-per-class layout of many public copies),
   else from the Kaggle file-name rule: the word before the first dot (``Dog.12.jpg`` ->
-  dog), case-insensitive (``records.labels``). When both exist and disagree
+  dog), case-insensitive (``records.inputs.labels``). When both exist and disagree
   (``cats/dog.1.jpg``) the file is skipped as conflicting; an archive inside the input
   is skipped as a nested archive. Symlinked folders are followed (``cats -> ../real_cats``).
   A folder that cannot be listed (permission denied, a symlink loop, the same folder
@@ -25,7 +25,7 @@ Kinds of input (auto-detected by ``detect_kind``):
   ``zipfile``; its member paths are labelled exactly like a folder's relative paths.
   Members are read by their entry, not their name, so two entries with the same name
   are two inputs (named ``<member> (entry 1 of 2)`` ...). A member larger than
-  ``zips.MAX_MEMBER_BYTES`` uncompressed is skipped unread (``records.zips``).
+  ``zips.MAX_MEMBER_BYTES`` uncompressed is skipped unread (``records.inputs.zips``).
 * ``table``: a ``.csv``/``.tsv``/``.parquet``/``.json``/``.feather`` file with
   ``filename`` and ``label`` columns; file names are relative to the
   table's folder (absolute ones are used as they are); labels are class names or indices.
@@ -46,8 +46,8 @@ import stat
 import zipfile
 from collections.abc import Sequence
 
-from records import folders, zips
-from records.labels import label_from_cell, label_from_path
+from records.inputs import folders, zips
+from records.inputs.labels import label_from_cell, label_from_path
 
 # Table formats, by extension, and the pandas reader for each.
 _TABLE_READERS = {

