@@ -155,11 +155,12 @@ def _val_originals(metadata: dict) -> tuple[list[bytes], list[bytes], list[int]]
     from records import schema
     from records.manifest import Manifest
 
-    folders = [p for p in metadata["records_settings"].get("inputs", []) if os.path.isdir(p)]
+    manifest = Manifest.load(metadata["records_dir"])
+    inputs = (manifest.data.get("settings") or {}).get("inputs", [])
+    folders = [p for p in inputs if os.path.isdir(p)]
     stored, originals, labels = [], [], []
     if not folders:
         return stored, originals, labels
-    manifest = Manifest.load(metadata["records_dir"])
     for serialized in tf.data.TFRecordDataset(manifest.split("val").paths):
         example = schema.parse_example(serialized)
         relative = example[schema.FILENAME].numpy().decode("utf-8", "surrogateescape")
