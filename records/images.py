@@ -229,15 +229,16 @@ def prepare_many(
                 results[position] = ("skip", str(e))
         return results
 
-    for results in ordered_map(prepare_batch, _batches(items), parallel):
+    for results in ordered_map(prepare_batch, batches(items), parallel):
         yield from results
 
 
-def _batches(items: Iterable) -> Iterator[list]:
+def batches(items: Iterable, size: int = _BATCH) -> Iterator[list]:
+    """``items`` in lists of ``size`` (the last one shorter)."""
     batch: list = []
     for item in items:
         batch.append(item)
-        if len(batch) == _BATCH:
+        if len(batch) == size:
             yield batch
             batch = []
     if batch:

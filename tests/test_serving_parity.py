@@ -280,6 +280,10 @@ def test_saved_model_on_raw_bytes_matches_predict(served):
     }
     assert all(served["saved_model"][name][1] for name in good)
     worst = max(gaps, key=gaps.get)
+    print(
+        f"SavedModel vs predict: {len(gaps)} photos, max |dP| {gaps[worst]:.2e} ({worst}), "
+        f"median {np.median(list(gaps.values())):.2e}"
+    )
     assert gaps[worst] <= 0.01, (worst, gaps[worst])
     # The same function on both sides: float round-off in the model, not pixels.
     assert np.median(list(gaps.values())) < 1e-4
@@ -291,6 +295,10 @@ def test_tflite_client_matches_predict(served):
         name: abs(served["tflite"][name].p_dog - served["predicted"][_id(name)]) for name in good
     }
     worst = max(gaps, key=gaps.get)
+    print(
+        f"TFLite float16 vs predict: max |dP| {gaps[worst]:.2e} ({worst}), "
+        f"median {np.median(list(gaps.values())):.2e}"
+    )
     assert gaps[worst] <= 0.02, (worst, gaps[worst])
 
 
@@ -300,6 +308,10 @@ def test_evaluate_on_records_matches_predict_on_original_files(served):
         abs(p - served["predicted"][_id(name)])
         for name, p in zip(evaluated.filenames, evaluated.prob_dog)
     ]
+    print(
+        f"evaluate (records) vs predict (original files): {len(gaps)} photos, "
+        f"max |dP| {max(gaps):.2e}, median {np.median(gaps):.2e}"
+    )
     assert len(gaps) >= 200 and max(gaps) <= 0.01, max(gaps)
 
 
@@ -335,6 +347,11 @@ def test_turned_jpegs_are_upright_for_the_model(served, orientation):
             served["predicted"][_id(turned)] - served["predicted"][_id(upright)],
             served["saved_model"][turned][0] - served["saved_model"][upright][0],
         ]
+        print(
+            f"turned JPEG {name} orientation {orientation}: pixels "
+            f"{np.abs(model_input - reference).mean():.2f} levels apart (sideways "
+            f"{np.abs(sideways - reference).mean():.1f}), dP {gaps}"
+        )
         assert max(abs(gap) for gap in gaps) <= 0.05, (name, gaps)
 
 

@@ -60,47 +60,67 @@ def image_dataset(
     settings: StoreSettings,
     image_size: Sequence[int],
     unreadable: dict[int, str],
+    num_threads: int | None = None,
 ) -> tf.data.Dataset:
     """``(index, uint8 image)`` per item that prepares, exactly as validation decodes it.
 
     Each file goes through ``pipeline.photos.photo_input``: ``records.photo.prepare``
     (as ``make_records`` stored the training photos), then the eval decode: the same
     function the SavedModel serves. Items that are refused (bad bytes, or damaged data
-    the decoder fails on) yield nothing; ``bad_reason`` says why.
+    the decoder fails on) yield nothing; ``bad_reason`` says why. Batches of photos are
+    read and prepared on threads, one traced call per batch (as ``make_records`` does).
 
     Args:
       items: The images.
-      settings: How the training records stored photos (``model_files.trained_on``).
+      settings: How the training records stored photos (``trained_on``).
       image_size: The model's (height, width).
       unreadable: Filled with ``index -> reason`` for items whose file cannot be read.
+      num_threads: Threads preparing batches (default: one per core).
 
     Returns:
       An unbatched dataset, in item order.
     """
     image_size = decode.size_pair(image_size)
+    function = photos.photo_input_function(settings, image_size)
 
-    def read_all():
-        for index, item in enumerate(items):
+    def prepare(batch: list) -> list:
+        indices, datas = [], []
+        for index, item in batch:
             try:
-                yield index, item.read()
+                datas.append(item.read())
+                indices.append(index)
             except OSError as e:
                 unreadable[index] = f"unreadable: {e}"
+        if not datas:
+            return []
+        try:
+            images, status = function(tf.constant(datas, tf.string))
+            rows = zip(indices, images.numpy(), status.numpy())
+        except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
+            rows = _one_by_one(function, indices, datas)  # one damaged photo failed the call
+        return [(index, image) for index, image, code in rows if code == photo_header.OK]
 
-    return (
-        tf.data.Dataset.from_generator(
-            read_all,
-            output_signature=(tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.string)),
-        )
-        .map(
-            lambda index, data: (index, *photos.photo_input(data, settings, image_size)),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
-        )
-        # Damaged data that passes the checks fails the decode op: only that photo drops.
-        .ignore_errors()
-        .filter(lambda index, image, status: tf.equal(status, photo_header.OK))
-        .map(lambda index, image, status: (index, image))
+    def generate():
+        batches = images_lib.batches(enumerate(items))
+        for rows in images_lib.ordered_map(prepare, batches, num_threads or os.cpu_count() or 1):
+            yield from rows
+
+    return tf.data.Dataset.from_generator(
+        generate,
+        output_signature=(
+            tf.TensorSpec([], tf.int64),
+            tf.TensorSpec([*image_size, 3], tf.uint8),
+        ),
     )
+
+
+def _one_by_one(function, indices: list[int], datas: list[bytes]):
+    for index, data in zip(indices, datas):
+        try:
+            images, status = function(tf.constant([data], tf.string))
+            yield index, images.numpy()[0], int(status.numpy()[0])
+        except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
+            yield index, None, photo_header.CORRUPT
 
 
 def bad_reason(item: sources.SourceImage, settings: StoreSettings) -> str:
