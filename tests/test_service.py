@@ -1,5 +1,6 @@
 """The tf.data service for real: a dispatcher and two worker processes on 127.0.0.1 feeding
-``train --data_service``, and what happens when a worker is killed mid-epoch.
+``train --data_service``, and what happens when a worker is killed mid-epoch; and, in this
+process, the batches the service delivers compared with the local pipeline's.
 
 Every process is killed in ``finally``. Every wait is for an event (a line a process
 prints, a process ending), never for an amount of time.
@@ -7,7 +8,9 @@ prints, a process ending), never for an amount of time.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import hashlib
 import json
 import os
 import pathlib
@@ -15,12 +18,14 @@ import signal
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from conftest import (
     REPO_ROOT,
     OutputWatcher,
+    alternating_examples,
     free_ports,
     make_jpeg_bytes,
     subprocess_env,
@@ -28,8 +33,9 @@ from conftest import (
     train_runner_command,
     write_records,
 )
-from pipeline import service
+from pipeline import dataset, service
 from records import schema
+from records.manifest import Manifest
 
 SMALL = [
     "--weights=none",
@@ -211,3 +217,93 @@ def test_killed_worker_stalls_its_pass_until_one_returns_at_its_address(tmp_path
     history = pd.read_csv(model_dir / "history.csv")
     assert history["epoch"].tolist() == [0, 1, 2]
     assert json.loads((model_dir / "metrics.json").read_text())["epochs_completed"] == 3
+
+
+# --- the service's batches against the local pipeline's, in this process ----------------
+
+
+@pytest.fixture
+def service_manifest(tmp_path) -> Manifest:
+    """24 train examples in two shards (labels alternating, three heights, two widths)."""
+    write_records(
+        tmp_path / "records",
+        {"train": alternating_examples(24, 0), "val": alternating_examples(8, 500)},
+    )
+    return Manifest.load(str(tmp_path / "records"))
+
+
+def _epochs(batches, count: int) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+    """``count`` passes over ``batches``, each a list of (images, labels)."""
+    return [list(batches.as_numpy_iterator()) for _ in range(count)]
+
+
+def _examples(epoch) -> collections.Counter:
+    """One pass as a multiset of (image digest, label): what it holds, in any order."""
+    return collections.Counter(
+        (hashlib.sha256(image.tobytes()).hexdigest(), int(label))
+        for images, labels in epoch
+        for image, label in zip(images, labels)
+    )
+
+
+def _assert_same_batches(served, local) -> None:
+    assert len(served) == len(local) > 0
+    for index, ((served_images, served_labels), (images, labels)) in enumerate(zip(served, local)):
+        np.testing.assert_array_equal(served_images, images, err_msg=f"batch {index}")
+        np.testing.assert_array_equal(served_labels, labels, err_msg=f"batch {index}")
+
+
+# The seeded, deterministic train chain (shuffle, fused augmentation) with one worker: the
+# worker runs the same graph, and one worker's single task is read in order, so the batches
+# must be the local ones exactly, pixel for pixel and in the same order.
+SEEDED = dict(image_size=32, augment="fused", seed=5, deterministic=True)
+
+
+def test_one_service_worker_delivers_the_local_batches_exactly(service_manifest):
+    local = _epochs(dataset.train_dataset(service_manifest, 4, **SEEDED), 1)
+    with contextlib.ExitStack() as cleanup:
+        target = service.start_local_cluster(1, cleanup)
+        served = _epochs(
+            dataset.train_dataset(service_manifest, 4, data_service=target, **SEEDED), 1
+        )
+    _assert_same_batches(served[0], local[0])
+    # Not vacuous: the shuffle moved examples (labels alternate in the records).
+    assert not all(np.array_equal(labels, [0, 1, 0, 1]) for _, labels in local[0])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known: with a seed, every service job rebuilds the chain from its seed, so each "
+    "epoch repeats the first epoch's shuffle and augmentation (locally each epoch differs)",
+)
+def test_a_seeded_service_pipeline_reshuffles_each_epoch_as_the_local_one_does(service_manifest):
+    local = _epochs(dataset.train_dataset(service_manifest, 4, **SEEDED), 2)
+    with contextlib.ExitStack() as cleanup:
+        target = service.start_local_cluster(1, cleanup)
+        served = _epochs(
+            dataset.train_dataset(service_manifest, 4, data_service=target, **SEEDED), 2
+        )
+    _assert_same_batches(served[0], local[0])
+    _assert_same_batches(served[1], local[1])
+
+
+def test_distributed_epoch_over_two_workers_delivers_each_example_once_per_epoch(
+    service_manifest,
+):
+    """distributed_epoch splits a pass among the workers, so the order (and which examples
+    share a batch) depends on which worker serves which shard: compare what each pass holds.
+    Without augmentation an example's pixels do not depend on its batch."""
+    settings = dict(image_size=32, augment="none", seed=3)
+    local = _examples(_epochs(dataset.train_dataset(service_manifest, 4, **settings), 1)[0])
+    assert sum(local.values()) == 24 and len(local) == 24
+    with contextlib.ExitStack() as cleanup:
+        target = service.start_local_cluster(2, cleanup)
+        batches = dataset.train_dataset(
+            service_manifest,
+            4,
+            data_service=target,
+            data_service_mode="distributed_epoch",
+            **settings,
+        )
+        for epoch in _epochs(batches, 2):
+            assert _examples(epoch) == local
