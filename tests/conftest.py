@@ -284,6 +284,36 @@ def tiny_records(tmp_path: pathlib.Path) -> pathlib.Path:
 
 
 @pytest.fixture
+def saved_figures(monkeypatch) -> dict:
+    """Every matplotlib figure saved during the test: output path -> the ``Figure``.
+
+    Plotting code closes its figures after saving; a closed figure keeps its axes, artists
+    and data, so a test can assert what a picture shows (panels, titles, bars, pixels in
+    a cell) instead of only that a PNG was written.
+    """
+    import matplotlib.figure
+
+    saved = {}
+    savefig = matplotlib.figure.Figure.savefig
+
+    def recording_savefig(figure, fname, *args, **kwargs):
+        saved[str(fname)] = figure
+        return savefig(figure, fname, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", recording_savefig)
+    return saved
+
+
+def bar_chart(figure) -> list[tuple[str, float, tuple]]:
+    """(label, length, RGBA colour) of each bar of a one-panel ``barh`` chart, in the
+    order the names were given (bar i sits at y = i, labelled by tick i)."""
+    (axes,) = figure.axes
+    labels = [label.get_text() for label in axes.get_yticklabels()]
+    bars = sorted(axes.patches, key=lambda bar: bar.get_y())
+    return [(label, bar.get_width(), bar.get_facecolor()) for label, bar in zip(labels, bars)]
+
+
+@pytest.fixture
 def sample_dir() -> pathlib.Path:
     """The real Kaggle sample beside the repo; skips the test when it is not there."""
     if not SAMPLE_DIR.is_dir():

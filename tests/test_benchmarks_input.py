@@ -13,7 +13,14 @@ import pytest
 from benchmarks import baselines, report, timing, variants
 from benchmarks import benchmark_input as benchmark
 from benchmarks import images as images_lib
-from conftest import REPO_ROOT, make_jpeg_bytes, subprocess_env, write_kaggle_folder, write_records
+from conftest import (
+    REPO_ROOT,
+    bar_chart,
+    make_jpeg_bytes,
+    subprocess_env,
+    write_kaggle_folder,
+    write_records,
+)
 from records import schema
 from records.manifest import Manifest
 
@@ -46,15 +53,21 @@ def _config(tmp_path, records_dir, **overrides):
     return benchmark.BenchmarkConfig(**settings)
 
 
-def test_benchmark_writes_json_png_and_table(tmp_path, kaggle_and_records):
+def test_benchmark_writes_json_png_and_table(tmp_path, kaggle_and_records, saved_figures):
     images_dir, records_dir = kaggle_and_records
     config = _config(
         tmp_path, records_dir, small_records_dir=str(records_dir), images_dir=str(images_dir)
     )
     result = benchmark.run_benchmark(config)
     saved = json.loads((tmp_path / "out" / "benchmark.json").read_text())
-    assert (tmp_path / "out" / "benchmark.png").stat().st_size > 1000
     names = [r["name"] for r in saved["results"]]
+    # The picture: one bar per variant with its images/s, baselines grey, the rest blue.
+    bars = bar_chart(saved_figures[str(tmp_path / "out" / "benchmark.png")])
+    assert [(label, width) for label, width, _ in bars] == [
+        (r["name"], pytest.approx(r["images_per_sec"])) for r in saved["results"]
+    ]
+    grey = [label for label, _, colour in bars if colour[0] == colour[1] == colour[2]]
+    assert grey == [r["name"] for r in saved["results"] if r["kind"] == "baseline"] != []
     assert names == list(variants.NAMES)
     assert len(saved["machine"]["load_before"]) == 3 and len(saved["machine"]["load_after"]) == 3
     for r in saved["results"]:

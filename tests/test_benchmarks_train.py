@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import bar_chart
 
 from benchmarks import benchmark_train, headroom
 from trainer.models import model as model_lib
 
 
 @pytest.fixture
-def report(tiny_records, tmp_path):
+def report(tiny_records, tmp_path, saved_figures):
     config = benchmark_train.HeadroomConfig(
         records_dir=str(tiny_records),
         output_dir=str(tmp_path / "out"),
@@ -26,10 +27,22 @@ def report(tiny_records, tmp_path):
     return config, benchmark_train.run_benchmark(config)
 
 
-def test_headroom_report_files_and_fields(report, tmp_path):
+def test_headroom_report_files_and_fields(report, tmp_path, saved_figures):
     config, result = report
     saved = json.loads((tmp_path / "out" / "benchmark_train.json").read_text())
-    assert (tmp_path / "out" / "benchmark_train.png").stat().st_size > 1000
+    # The picture: one bar per model and per input measurement, the JSON's numbers, the
+    # model side (demand, fed) blue and the input alone grey.
+    bars = bar_chart(saved_figures[str(tmp_path / "out" / "benchmark_train.png")])
+    expected = [(f"model alone ({k})", m["images_per_sec"]) for k, m in saved["models"].items()]
+    for r in saved["inputs"]:
+        expected.append((f"{r['name']}: model fed", r["fed"]["images_per_sec"]))
+        expected += [
+            (f"{r['name']}: input alone, {h['threads']} thread(s)", h["images_per_sec"])
+            for h in r["host"]
+        ]
+    assert [(label, pytest.approx(width)) for label, width, _ in bars] == expected
+    grey = [label for label, _, colour in bars if colour[0] == colour[1] == colour[2]]
+    assert grey == [label for label, _ in expected if "input alone" in label] != []
     assert len(saved["machine"]["load_before"]) == 3 and saved["machine"]["device"]
     assert saved["model"]["dtype_policy"] == "float32"  # auto on a CPU-only host
     # One model per kind: the plain one, and the one with the decode-once crop layer first.
