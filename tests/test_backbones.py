@@ -204,6 +204,7 @@ def test_mobilenetv2_weights_file_follows_the_image_size():
     assert "_1.0_224_no_top" in weights((100, 100)).file_name
 
 
+@pytest.mark.slow
 def test_offline_imagenet_for_an_application_backbone_is_fast_and_clear(tiny_records, tmp_path):
     # Nothing listens on port 9: the download fails at once, as on a machine offline.
     env = subprocess_env(

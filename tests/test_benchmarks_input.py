@@ -53,6 +53,7 @@ def _config(tmp_path, records_dir, **overrides):
     return benchmark.BenchmarkConfig(**settings)
 
 
+@pytest.mark.slow
 def test_benchmark_writes_json_png_and_table(tmp_path, kaggle_and_records, saved_figures):
     images_dir, records_dir = kaggle_and_records
     config = _config(
@@ -114,6 +115,7 @@ def test_benchmark_without_images_dir_skips_baselines(tmp_path, kaggle_and_recor
     assert result["input_wait"] == [] and result["targets"] == []
 
 
+@pytest.mark.slow
 def test_max_images_trims_every_variant(tmp_path, kaggle_and_records):
     images_dir, records_dir = kaggle_and_records
     config = _config(
@@ -221,6 +223,7 @@ def test_registry_rejects_malformed_variants():
     assert all(v.column for v in variants.BASELINES.values())
 
 
+@pytest.mark.slow
 def test_config_checks_and_cli_errors(tmp_path):
     with pytest.raises(ValueError, match="max_images=2 is smaller than batch_size=4"):
         benchmark.BenchmarkConfig(records_dir="x", batch_size=4, max_images=2)

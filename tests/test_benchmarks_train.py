@@ -27,6 +27,7 @@ def report(tiny_records, tmp_path, saved_figures):
     return config, benchmark_train.run_benchmark(config)
 
 
+@pytest.mark.slow
 def test_headroom_report_files_and_fields(report, tmp_path, saved_figures):
     config, result = report
     saved = json.loads((tmp_path / "out" / "benchmark_train.json").read_text())
@@ -65,6 +66,7 @@ def test_headroom_report_files_and_fields(report, tmp_path, saved_figures):
     assert "cores needed" in table and "model alone (plain 32px" in table
 
 
+@pytest.mark.slow
 def test_the_model_is_the_one_train_builds(report):
     config, result = report
     train_config = config.train_config(**headroom.INPUTS["stream_fused"].settings)

@@ -19,6 +19,7 @@ from trainer.training.config import TrainConfig
 TINY = {**TINY_TRAIN_SETTINGS, "epochs": 2, "steps_per_epoch": 3}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("placement", ["host", "accelerator"])
 def test_decode_once_trains_and_saves_a_raw_image_model(tiny_records, tmp_path, placement):
     config = TrainConfig(
@@ -61,6 +62,7 @@ def test_settings_that_cannot_combine():
     )
 
 
+@pytest.mark.slow
 def test_train_stops_when_decode_once_would_not_fit(tiny_records, tmp_path):
     result = subprocess.run(
         train_command(

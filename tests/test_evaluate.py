@@ -34,6 +34,7 @@ def saved_model(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_matches_keras_evaluate(saved_model, tiny_records):
     metrics = evaluate_lib.evaluate(
         str(saved_model), str(tiny_records), "val", batch_size=5
@@ -63,6 +64,7 @@ def test_metric_functions():
     assert evaluate_lib.roc_auc(np.array([1, 1]), np.array([0.2, 0.3])) is None
 
 
+@pytest.mark.slow
 def test_cli_writes_json_and_text(saved_model, tiny_records, tmp_path):
     result = subprocess.run(
         [
@@ -160,6 +162,7 @@ def _flat_jpeg(level: int, seed: int) -> bytes:
     return buffer.getvalue()
 
 
+@pytest.mark.slow
 def test_cli_pictures_and_the_most_confident_mistakes(tmp_path):
     # Bright pictures are dogs to this model. Cats that are bright and dogs that are dark
     # are its mistakes, the brighter (darker) the more confident.
@@ -238,6 +241,7 @@ def test_mistakes_carry_the_images_the_model_saw(tmp_path):
         np.testing.assert_array_equal(image, seen)
 
 
+@pytest.mark.slow
 def test_tta_none_is_todays_output_and_flip_changes_the_prefix(saved_model, tiny_records):
     from trainer import evaluate as evaluate_cli
 

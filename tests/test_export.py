@@ -35,6 +35,10 @@ from trainer.serving import tflite as tflite_lib
 from trainer.training import fit
 from trainer.training.config import TrainConfig
 
+# The module's fixtures train a model and run export_model in a subprocess (~20 s), and
+# the tests without them decode real-size photos for seconds each.
+pytestmark = pytest.mark.slow
+
 IMAGE_SIZE = 32
 
 

@@ -34,6 +34,7 @@ def test_feature_and_head_models_share_the_models_layers(tiny_records):
     assert {id(w) for w in head.trainable_weights} <= {id(w) for w in model.weights}
 
 
+@pytest.mark.slow
 def test_features_of_every_record_in_eval_order(tiny_records):
     manifest = Manifest.load(str(tiny_records))
     model = model_lib.build_model(
@@ -79,6 +80,7 @@ def test_settings_that_cannot_work_are_refused(overrides, message):
         TrainConfig(records_dir="r", model_dir="m", input_mode="features", **overrides)
 
 
+@pytest.mark.slow
 def test_train_with_features_then_a_streamed_fine_tune_phase(tiny_records, tmp_path):
     config = TrainConfig(
         records_dir=str(tiny_records),
@@ -112,6 +114,7 @@ def test_train_with_features_then_a_streamed_fine_tune_phase(tiny_records, tmp_p
         assert changed != np.array_equal(before.kernel.numpy(), layer.kernel.numpy()), name
 
 
+@pytest.mark.slow
 def test_head_trained_on_features_is_the_saved_models_head(tiny_records, tmp_path):
     # Validation on features and evaluate on images must agree: same head, same decode.
     config = TrainConfig(
@@ -127,6 +130,7 @@ def test_head_trained_on_features_is_the_saved_models_head(tiny_records, tmp_pat
     assert result["loss"] == pytest.approx(metrics["final_val_loss"], rel=1e-3)
 
 
+@pytest.mark.slow
 def test_offline_train_with_efficientnet_lite0_imagenet(tiny_records, tmp_path):
     # No network (a dead proxy) and an empty Keras cache: the weights come from the package.
     env = subprocess_env(

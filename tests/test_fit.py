@@ -18,6 +18,7 @@ from trainer.training.config import TrainConfig
 TINY = TINY_TRAIN_SETTINGS
 
 
+@pytest.mark.slow
 def test_one_step_end_to_end_and_freezing(tiny_records, tmp_path):
     config = TrainConfig(
         records_dir=str(tiny_records),
@@ -59,6 +60,7 @@ def test_one_step_end_to_end_and_freezing(tiny_records, tmp_path):
         )
 
 
+@pytest.mark.slow
 def test_sigmoid_head_and_model_side_augmentation(tiny_records, tmp_path):
     config = TrainConfig(
         records_dir=str(tiny_records),
@@ -99,6 +101,7 @@ def test_batch_larger_than_the_split_is_rejected(tiny_records, tmp_path):
         fit.train(config)
 
 
+@pytest.mark.slow
 def test_training_start_reads_the_manifest_once(tiny_records, tmp_path, monkeypatch):
     from records import manifest as manifest_lib
 
@@ -123,6 +126,7 @@ def test_training_start_reads_the_manifest_once(tiny_records, tmp_path, monkeypa
     assert len(opened) == 1
 
 
+@pytest.mark.slow
 def test_second_phase_unfreezes_more_layers(tiny_records, tmp_path):
     config = TrainConfig(
         records_dir=str(tiny_records),

@@ -157,6 +157,7 @@ COMMANDS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_second_run_stops_at_once_and_a_killed_runs_lock_never_blocks(tmp_path, command):
     module, config, lock_function, flags, folder_flag, lock_file, next_error = COMMANDS[command]

@@ -72,6 +72,7 @@ def options_from(*args: str) -> ConvertOptions:
     return settings.config_from_flags(ConvertOptions, parse(*args))
 
 
+@pytest.mark.slow
 def test_exit_codes_and_messages_without_traceback(tmp_path):
     cases = {
         # A flag mistake: a user error, exit 2.
@@ -145,6 +146,7 @@ def test_empty_input_is_a_user_error_with_a_message(tmp_path):
         make_records.convert_and_report(options)
 
 
+@pytest.mark.slow
 def test_convert_and_verify_exit_zero(tmp_path, caplog):
     # Set on absl's logger: parsing absl flags earlier in the session (other tests) sets
     # its level from --verbosity, which caplog's root-level setting does not override.
@@ -167,6 +169,7 @@ def _shard_state(out: pathlib.Path) -> tuple[list[str], bool]:
     return [n for n in names if schema.parse_shard_name(n)], schema.MANIFEST_NAME in names
 
 
+@pytest.mark.slow
 def test_killed_conversion_resumes_to_the_same_result(tmp_path):
     folder = tmp_path / "train"
     write_kaggle_folder(folder, 120, height=64, width=96)

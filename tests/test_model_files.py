@@ -38,6 +38,7 @@ def _metrics(model_path, **content):
     (model_path.parent / model_files.METRICS_NAME).write_text(json.dumps(content))
 
 
+@pytest.mark.slow
 def test_settings_come_from_the_training_records(tmp_path):
     records_dir = _records(tmp_path, "records", max_short_side=64, jpeg_quality=80)
     model_path = tmp_path / "model" / model_files.MODEL_NAME

@@ -12,6 +12,7 @@ import subprocess
 import keras
 import numpy as np
 import pandas as pd
+import pytest
 
 from conftest import (
     REPO_ROOT,
@@ -24,6 +25,9 @@ from conftest import (
 )
 from records import schema
 from trainer.models import model as model_lib
+
+# Both tests start training processes (2 minutes and 30 s).
+pytestmark = pytest.mark.slow
 
 COMMON = [
     "--weights=none",

@@ -103,6 +103,7 @@ def refuse_private(monkeypatch) -> None:
     monkeypatch.setattr(os, "scandir", scandir)
 
 
+@pytest.mark.slow
 def test_symlinked_class_folder_is_written(tmp_path):
     real_cats = tmp_path / "real_cats"
     real_cats.mkdir()
@@ -175,6 +176,7 @@ def test_file_names_that_are_not_utf8_are_stored_losslessly(tmp_path):
     assert verify.verify_records(str(tmp_path / "out")) == []
 
 
+@pytest.mark.slow
 def test_zip_entries_sharing_a_name_are_each_accounted_for(tmp_path, monkeypatch):
     monkeypatch.setattr(zips, "MAX_MEMBER_BYTES", 1_000_000)
     first, second = make_jpeg_bytes(seed=1), make_jpeg_bytes(seed=2)
@@ -357,6 +359,7 @@ def test_nested_archive_bytes_under_an_image_name_are_named_as_such(tmp_path, ki
     assert skip["reason"].startswith("nested archive: a zip archive, not an image")
 
 
+@pytest.mark.slow
 def test_big_jpeg_is_converted_reduced_and_listed(tmp_path):
     folder = tmp_path / "train"
     folder.mkdir()

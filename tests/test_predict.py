@@ -129,6 +129,7 @@ def _zip_folder(folder, archive):
         z.writestr("__MACOSX/test1/._1.jpg", b"resource fork")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("as_zip", [False, True])
 def test_submission_rows_labels_and_sidecars(model_path, tmp_path, as_zip):
     source = tmp_path / "test1"
@@ -196,6 +197,7 @@ def test_file_names_that_are_not_utf8(model_path, tmp_path):
     assert [e["name"] for e in _sidecar(output, "ignored")] == ["test1/notes \\xe9.txt"]
 
 
+@pytest.mark.slow
 def test_tta_flip_averages_each_image_and_its_mirror(tmp_path):
     # P(dog) = brightness of the left half; the pictures are bright on one side only, so
     # the mirror's answer is the opposite one.
@@ -314,6 +316,7 @@ def _kaggle_like_folder(folder):
     _write(folder / "dog.3.jpg", png.getvalue())  # converted (and downscaled)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("max_short_side", [48, None])
 def test_predict_pixels_equal_validation_pixels(tmp_path, max_short_side):
     """Train/serve skew: predict feeds the model exactly what validation feeds it."""
@@ -365,6 +368,7 @@ def _metrics_beside(model_path, records_dir):
     )
 
 
+@pytest.mark.slow
 def test_cli_uses_records_dir(tmp_path, capsys):
     model_path = _brightness_model(tmp_path / "m" / "model.keras")
     _test_folder(tmp_path / "test1")

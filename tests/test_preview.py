@@ -73,6 +73,7 @@ def test_titles_are_the_labels_and_the_grid_fits_the_batch(tmp_path):
         assert png.size == (3 * TILE_PX, 2 * TILE_PX)
 
 
+@pytest.mark.slow
 def test_preview_command(tiny_records, tmp_path):
     output = tmp_path / "out" / "batch.png"
     result = subprocess.run(
@@ -100,6 +101,7 @@ def test_preview_command(tiny_records, tmp_path):
     assert output.is_file() and not (tmp_path / "model").exists()
 
 
+@pytest.mark.slow
 def test_preview_command_missing_records(tmp_path):
     result = subprocess.run(
         [

@@ -279,6 +279,7 @@ def _check_restored(snapshot: pathlib.Path, phase: int, state: dict, dump: pathl
     assert restored["epoch"] == state["epoch"]
 
 
+@pytest.mark.slow
 def test_sigkill_at_every_point_resumes_the_same_run(tiny_records, tmp_path):
     model_dir = tmp_path / "model"
     script = "--val_accuracy=" + ",".join(map(str, SCRIPT))
@@ -356,6 +357,7 @@ FEATURES_FLAGS = [
 ]
 
 
+@pytest.mark.slow
 def test_sigkill_in_features_mode_resumes_the_head_and_saves_it(tiny_records, tmp_path):
     model_dir = tmp_path / "model"
     killed = _train(tiny_records, model_dir, tmp_path / "dump0", *FEATURES_FLAGS, "--kill_at=0:1:2")

@@ -130,6 +130,7 @@ def test_worker_requires_a_dispatcher():
         service.ServiceConfig(role="worker")
 
 
+@pytest.mark.slow
 def test_train_reads_from_two_service_workers(tmp_path):
     records_dir = _records(tmp_path)
     with _cluster(tmp_path, worker_timeout_ms=5000) as (cluster, port, _):
@@ -156,6 +157,7 @@ def test_train_reads_from_two_service_workers(tmp_path):
     assert metrics["epochs_completed"] == 1 and metrics["settings"]["data_service"]
 
 
+@pytest.mark.slow
 def test_killed_worker_stalls_its_pass_until_one_returns_at_its_address(tmp_path):
     """What we observed (and document in the README): killing a worker does not fail the
     run. A pass (a service job: one per epoch-pass in parallel_epochs mode) that has a task
@@ -271,6 +273,7 @@ def test_one_service_worker_delivers_the_local_batches_exactly(service_manifest)
     assert not all(np.array_equal(labels, [0, 1, 0, 1]) for _, labels in local[0])
 
 
+@pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
     reason="known: with a seed, every service job rebuilds the chain from its seed, so each "
@@ -287,6 +290,7 @@ def test_a_seeded_service_pipeline_reshuffles_each_epoch_as_the_local_one_does(s
     _assert_same_batches(served[1], local[1])
 
 
+@pytest.mark.slow
 def test_distributed_epoch_over_two_workers_delivers_each_example_once_per_epoch(
     service_manifest,
 ):

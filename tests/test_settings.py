@@ -219,6 +219,7 @@ def _console_script(name: str, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_help_shows_no_tensorflow_log_lines_and_exits_0():
     # train --help loads TensorFlow (its settings' choices live next to TF code).
     result = _console_script("train", "--help")
@@ -228,6 +229,7 @@ def test_help_shows_no_tensorflow_log_lines_and_exits_0():
     assert "--augment: <fused|keras_cv_data|keras_cv_model|none>" in result.stdout
 
 
+@pytest.mark.slow
 def test_a_missing_required_flag_is_one_error_line_and_exit_2(tmp_path):
     result = _console_script("train", f"--model_dir={tmp_path / 'model'}")
     assert result.returncode == 2
@@ -238,6 +240,7 @@ def test_a_missing_required_flag_is_one_error_line_and_exit_2(tmp_path):
     assert not (tmp_path / "model").exists()
 
 
+@pytest.mark.slow
 def test_a_run_logs_its_settings_as_the_non_default_flags(tmp_path):
     records_dir, model_dir = tmp_path / "no_records", tmp_path / "model"
     result = _console_script(

@@ -76,10 +76,12 @@ def _without_times(text: str) -> list[str]:
     return [re.sub(r"^(\w)\d{4} [\d:.]+ +\d+ ", r"\1 ", line) for line in text.splitlines()]
 
 
+@pytest.mark.slow
 def test_importing_tensorflow_prints_nothing_by_default():
     assert _import_tensorflow(hooked=True, level=None) == ""
 
 
+@pytest.mark.slow
 def test_a_level_the_user_sets_wins():
     # At 0 the user sees exactly what a plain import prints, in the same order.
     assert _without_times(_import_tensorflow(hooked=True, level="0")) == _without_times(

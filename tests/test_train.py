@@ -13,6 +13,9 @@ import pytest
 from conftest import REPO_ROOT, subprocess_env, train_command, train_runner_command
 from trainer.models import model as model_lib
 
+# Every test runs the train command in a subprocess (4 s to start TensorFlow at least).
+pytestmark = pytest.mark.slow
+
 SMALL_FLAGS = [
     "--weights=none",
     "--image_size=32",

@@ -33,6 +33,7 @@ def _edit_manifest(records_dir, edit) -> None:
     path.write_text(json.dumps(manifest))
 
 
+@pytest.mark.slow
 def test_clean_conversion_and_fixture_records_pass(converted, tiny_records):
     assert verify.verify_records(str(converted)) == []
     # The hand-written layout of tests/conftest.write_records is read the same way.
@@ -129,6 +130,7 @@ def test_no_manifest_is_one_clear_problem(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_command_exits_1_and_lists_problems(converted):
     shard = converted / "val-00000-of-00002.tfrecord"
     shard.write_bytes(shard.read_bytes()[:-10])

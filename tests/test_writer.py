@@ -475,6 +475,7 @@ def test_a_second_run_into_the_same_folder_stops_at_once(tmp_path):
     assert verify.verify_records(str(out)) == []
 
 
+@pytest.mark.slow
 def test_two_processes_into_one_folder(tmp_path):
     folder = tmp_path / "train"
     write_kaggle_folder(folder, 3)
