@@ -106,6 +106,7 @@ def test_split_is_a_pure_function_of_the_hash():
     assert 320 < val < 480  # ~20 %
 
 
+@pytest.mark.slow
 def test_same_records_whatever_the_worker_count(tmp_path):
     folder = tmp_path / "train"
     write_kaggle_folder(folder, 10)
