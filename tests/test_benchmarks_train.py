@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import bar_chart
 
 from benchmarks import benchmark_train, headroom
+from conftest import bar_chart
 from trainer.models import model as model_lib
 
 

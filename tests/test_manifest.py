@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import alternating_examples, write_records
 
+from conftest import alternating_examples, write_records
 from records import schema
 from records.manifest import Manifest
 from records.photo import StoreSettings

@@ -9,8 +9,8 @@ import hashlib
 import shutil
 
 import pytest
-from conftest import write_kaggle_folder
 
+from conftest import write_kaggle_folder
 from records import plan, schema
 from records.convert_options import ConvertOptions
 

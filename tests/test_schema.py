@@ -7,8 +7,8 @@ import hashlib
 
 import pytest
 import tensorflow as tf
-from conftest import make_jpeg_bytes
 
+from conftest import make_jpeg_bytes
 from records import schema
 
 
