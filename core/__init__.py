@@ -5,3 +5,8 @@
 ``core.lock`` (one run at a time per output folder). It imports none of the project's
 other packages, and no TensorFlow.
 """
+
+from core import tensorflow_logs as _tensorflow_logs
+
+# Scripts that import only core (scripts/*.py) get quiet TensorFlow start-up too.
+_tensorflow_logs.install()

@@ -6,9 +6,9 @@ is called are written to STDERR", twice: two libraries log them). ``TF_CPP_MIN_L
 does not hide them, at any level: they are written before TensorFlow reads it. So
 ``install()`` does two things, before anything imports TensorFlow:
 
-* it defaults ``TF_CPP_MIN_LOG_LEVEL`` to 2 (hide C++ INFO and WARNING lines; errors
-  show), which TensorFlow's logging honours once it is loaded; a value the user set
-  wins;
+* it defaults ``TF_CPP_MIN_LOG_LEVEL`` to 3 (hide C++ INFO, WARNING and ERROR lines; see
+  ``DEFAULT_LEVEL``), which TensorFlow's logging honours once it is loaded; a value the
+  user set wins;
 * it wraps that import: the C++ lines written to stderr while TensorFlow loads go to a
   temporary file, and those at or above the level are written back, so nothing is
   lost at ``TF_CPP_MIN_LOG_LEVEL=0`` and nothing else printed then is dropped.
@@ -29,7 +29,11 @@ import sys
 import tempfile
 
 LEVEL_VARIABLE = "TF_CPP_MIN_LOG_LEVEL"
-DEFAULT_LEVEL = "2"
+# 3, not 2: on a CPU-only host TensorFlow 2.21 logs two C++ ERROR lines on every run that
+# are no errors ("failed call to cuInit" with no GPU driver, "oneDNN supports DT_UINT8
+# only on platforms with AVX-512"); a real failure raises a Python exception with its
+# message. TF_CPP_MIN_LOG_LEVEL=2 (or lower) shows them again.
+DEFAULT_LEVEL = "3"
 
 # A C++ log line: severity letter, then the date (MMDD) or 0000 before absl's logging is
 # initialised, e.g. "I0000 00:00:1796219582.689922    3711 port.cc:153] oneDNN ...",

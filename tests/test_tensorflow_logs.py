@@ -98,6 +98,6 @@ def test_install_is_idempotent_and_steps_aside_once_tensorflow_is_loaded(monkeyp
     tensorflow_logs.install()
     hooks = [f for f in sys.meta_path if isinstance(f, tensorflow_logs._Finder)]
     assert len(hooks) == 1 and sys.meta_path[0] is hooks[0]
-    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "2"
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == tensorflow_logs.DEFAULT_LEVEL == "3"
     tensorflow_logs.uninstall()
     assert not any(isinstance(f, tensorflow_logs._Finder) for f in sys.meta_path)
