@@ -248,6 +248,15 @@ def _examples(epoch) -> collections.Counter:
     )
 
 
+def _local_and_served(manifest, epochs: int):
+    """``epochs`` passes of the seeded train pipeline, locally and through one service worker."""
+    local = _epochs(dataset.train_dataset(manifest, 4, **SEEDED), epochs)
+    with contextlib.ExitStack() as cleanup:
+        target = service.start_local_cluster(1, cleanup)
+        served = _epochs(dataset.train_dataset(manifest, 4, data_service=target, **SEEDED), epochs)
+    return local, served
+
+
 def _assert_same_batches(served, local) -> None:
     assert len(served) == len(local) > 0
     for index, ((served_images, served_labels), (images, labels)) in enumerate(zip(served, local)):
@@ -262,12 +271,7 @@ SEEDED = dict(image_size=32, augment="fused", seed=5, deterministic=True)
 
 
 def test_one_service_worker_delivers_the_local_batches_exactly(service_manifest):
-    local = _epochs(dataset.train_dataset(service_manifest, 4, **SEEDED), 1)
-    with contextlib.ExitStack() as cleanup:
-        target = service.start_local_cluster(1, cleanup)
-        served = _epochs(
-            dataset.train_dataset(service_manifest, 4, data_service=target, **SEEDED), 1
-        )
+    local, served = _local_and_served(service_manifest, 1)
     _assert_same_batches(served[0], local[0])
     # Not vacuous: the shuffle moved examples (labels alternate in the records).
     assert not all(np.array_equal(labels, [0, 1, 0, 1]) for _, labels in local[0])
@@ -280,12 +284,7 @@ def test_one_service_worker_delivers_the_local_batches_exactly(service_manifest)
     "epoch repeats the first epoch's shuffle and augmentation (locally each epoch differs)",
 )
 def test_a_seeded_service_pipeline_reshuffles_each_epoch_as_the_local_one_does(service_manifest):
-    local = _epochs(dataset.train_dataset(service_manifest, 4, **SEEDED), 2)
-    with contextlib.ExitStack() as cleanup:
-        target = service.start_local_cluster(1, cleanup)
-        served = _epochs(
-            dataset.train_dataset(service_manifest, 4, data_service=target, **SEEDED), 2
-        )
+    local, served = _local_and_served(service_manifest, 2)
     _assert_same_batches(served[0], local[0])
     _assert_same_batches(served[1], local[1])
 
