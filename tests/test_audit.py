@@ -1,5 +1,5 @@
-"""Tests for the label audit (trainer.audit.features, trainer.audit.labels, the audit_labels
-command).
+"""Tests for the label side of the data audit (trainer.audit.features, trainer.audit.labels,
+the audit_data command; the neither and duplicate sides are in test_audit_data.py).
 
 The records are made so that the two classes are trivially separable for a base with
 random weights (dark "cats", bright "dogs", noisy texture), with a few labels flipped
@@ -21,7 +21,8 @@ from PIL import Image
 from conftest import write_records
 from records import schema
 from records.manifest import Manifest
-from trainer import audit_labels
+from trainer import audit_data
+from trainer.audit import data, report
 from trainer.audit import features as audit_features
 from trainer.audit import labels as audit
 
@@ -65,7 +66,7 @@ def _read_csv(path) -> list[dict]:
 
 def test_planted_flips_are_ranked_first_and_flagged(flipped_records, tmp_path):
     manifest = Manifest.load(str(flipped_records))
-    result = audit.audit(
+    written = data.audit(
         manifest,
         str(tmp_path / "audit"),
         backbone="small_cnn",
@@ -75,24 +76,33 @@ def test_planted_flips_are_ranked_first_and_flagged(flipped_records, tmp_path):
         num_show=6,
         progress=False,
     )
-    rows = _read_csv(result.csv_path)
+    rows = _read_csv(written.csv_path)
     # Every image has a row, once; names that are not UTF-8 are shown escaped.
-    assert len(rows) == result.num_images == 80
+    assert len(rows) == written.num_images == 80
     assert len({(r["filename"], r["split"]) for r in rows}) == 80
-    assert [int(r["rank"]) for r in rows] == list(range(1, 81))
-    top = rows[:3]
+    # Ranks run 1..N within each type.
+    for column in ("label_rank", "neither_rank"):
+        assert sorted(int(r[column]) for r in rows) == list(range(1, 81))
+    by_rank = sorted(rows, key=lambda r: int(r["label_rank"]))
+    top = by_rank[:3]
     assert {r["filename"] for r in top} == FLIPPED
     assert {r["split"] for r in top} == {"train", "val"}
-    assert all(r["flagged"] == "1" and float(r["p_given_label"]) < 0.2 for r in top)
+    assert all("label" in r["flagged"].split(";") for r in top)
+    assert all(float(r["p_given_label"]) < 0.2 for r in top)
     assert all(r["given_label"] != r["predicted_label"] for r in top)
     # cleanlab flags the planted flips and (nearly) nothing else.
-    assert FLIPPED <= set(result.suspects) and result.num_flagged <= 5
-    assert set(result.suspects[:3]) == FLIPPED
-    probabilities = [float(r["p_given_label"]) for r in rows]
-    assert probabilities == sorted(probabilities)
-    assert result.out_of_fold_accuracy >= 0.9
-    # The picture shows the flagged images, from the records.
-    assert result.grid_path and Image.open(result.grid_path).size[0] > 200
+    flagged = [r["filename"] for r in by_rank if "label" in r["flagged"].split(";")]
+    assert set(flagged[:3]) == FLIPPED and written.flagged["label"] <= 5
+    scores = [float(r["label_score"]) for r in by_rank]
+    assert scores == sorted(scores, reverse=True)
+    assert written.label_accuracy >= 0.9
+    # A random base has no ImageNet head: nothing is called "neither".
+    assert not written.has_imagenet_head and written.flagged["neither"] == 0
+    # The pictures show the suspects, from the records; the page links them.
+    for picture in written.pictures.values():
+        assert Image.open(picture).size[0] > 200
+    page = pathlib.Path(written.index_path).read_text()
+    assert all(pathlib.Path(p).name in page for p in written.pictures.values())
 
 
 def test_features_stay_aligned_with_names_across_interleaved_shards(tmp_path):
@@ -197,7 +207,7 @@ def test_too_few_images_per_class_for_the_folds():
 
 
 def test_command_reuses_the_feature_cache(flipped_records, tmp_path, capsys, monkeypatch):
-    config = audit_labels.AuditConfig(
+    config = audit_data.AuditConfig(
         records_dir=str(flipped_records),
         output_dir=str(tmp_path / "audit"),
         backbone="small_cnn",
@@ -206,26 +216,27 @@ def test_command_reuses_the_feature_cache(flipped_records, tmp_path, capsys, mon
         folds=3,
         num_show=2,
     )
-    assert audit_labels.main(config) == 0
+    assert audit_data.main(config) == 0
     out = capsys.readouterr().out
-    assert "3 of 80 images flagged as likely mislabelled" in out
-    assert "label_issues.csv" in out and "the 2 most suspect images (flagged ones marked):" in out
+    assert "80 images audited: 0 show neither class" in out and "3 likely mislabelled" in out
+    assert "data_issues.csv" in out and "index.html" in out
+    assert "has no ImageNet classifier" in out
     assert "cat.\\xff.flipped.jpg" in out
-    first = _read_csv(tmp_path / "audit" / audit.CSV_NAME)
+    first = _read_csv(tmp_path / "audit" / report.CSV_NAME)
 
     def no_extraction(*args, **kwargs):
         raise AssertionError("the base ran again although its features were cached")
 
     monkeypatch.setattr(audit_features, "extract", no_extraction)
-    assert audit_labels.main(dataclasses.replace(config, folds=4)) == 0
-    second = _read_csv(tmp_path / "audit" / audit.CSV_NAME)
+    assert audit_data.main(dataclasses.replace(config, folds=4)) == 0
+    second = _read_csv(tmp_path / "audit" / report.CSV_NAME)
     assert {r["fold"] for r in first} == {"0", "1", "2"}
     assert {r["fold"] for r in second} == {"0", "1", "2", "3"}
-    assert {r["filename"] for r in second[:3]} == FLIPPED
+    assert {r["filename"] for r in second if int(r["label_rank"]) <= 3} == FLIPPED
 
 
 def test_flags_are_checked():
     with pytest.raises(ValueError, match="folds=1 must be >= 2"):
-        audit_labels.AuditConfig(records_dir="r", folds=1)
+        audit_data.AuditConfig(records_dir="r", folds=1)
     with pytest.raises(ValueError, match="backbone='nope': expected one of"):
-        audit_labels.AuditConfig(records_dir="r", backbone="nope")
+        audit_data.AuditConfig(records_dir="r", backbone="nope")

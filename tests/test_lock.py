@@ -136,14 +136,14 @@ COMMANDS = {
         "out/.lock",
         "train: error: no manifest.json in ",
     ),
-    "audit_labels": (
-        "audit_labels",
+    "audit_data": (
+        "audit_data",
         "AuditConfig",
         "output_dir_lock",
         ["--records_dir={tmp}/no_records", "--output_dir={tmp}/out"],
         "--output_dir",
         "out/.lock",
-        "audit_labels: error: no manifest.json in ",
+        "audit_data: error: no manifest.json in ",
     ),
     "export_model": (
         "export_model",
@@ -201,6 +201,6 @@ def test_second_run_stops_at_once_and_a_killed_runs_lock_never_blocks(tmp_path, 
     assert next_error in rerun.stderr.strip().splitlines()[-1], rerun.stderr[-3000:]
     assert not (tmp_path / lock_file).exists()
     # Nothing else left: the folder the killed run made to hold its lock, now empty
-    # (train, audit_labels), or nothing at all (export_model locks beside it).
+    # (train, audit_data), or nothing at all (export_model locks beside it).
     assert sorted(os.listdir(tmp_path)) == ([] if command == "export_model" else ["out"])
     assert not output.exists() or os.listdir(output) == []

@@ -128,6 +128,42 @@ def extract(
     )
 
 
+def cached(
+    manifest: Manifest,
+    output_dir: str,
+    *,
+    backbone: str,
+    weights: str,
+    image_size: tuple[int, int],
+    batch_size: int = 64,
+    seed: int = 0,
+    progress: bool | None = None,
+) -> AuditFeatures:
+    """Every labelled record's features, from ``output_dir``'s cache or computed (and cached).
+
+    Raises:
+      ValueError: No labelled records, or an unknown backbone.
+      FileNotFoundError: A shard is missing.
+      trainer.models.model.WeightsError: The base's weights cannot be obtained.
+    """
+    os.makedirs(output_dir, exist_ok=True)
+    # A random-weight base (--weights=none) is made by the seed, so it is part of the key;
+    # a pretrained one is not, so other --seed/--folds reuse its features.
+    weights_key = f"none (seed {seed})" if weights.lower() == "none" else weights
+    key = fingerprint(manifest, backbone, weights_key, image_size)
+    cache = os.path.join(output_dir, f"features-{backbone}-{image_size[0]}x{image_size[1]}.npz")
+    features = load(cache, key)
+    if features is not None:
+        logging.info("features of %d images read from the cache %s", len(features), cache)
+        return features
+    # Only matters for a base with random weights (--weights=none): same seed, same base.
+    keras.utils.set_random_seed(seed)
+    features = extract(manifest, extractor(backbone, weights, image_size), batch_size, progress)
+    save(features, cache, key)
+    logging.info("features cached in %s", cache)
+    return features
+
+
 def images_at(
     manifest: Manifest,
     image_size: tuple[int, int],

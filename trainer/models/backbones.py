@@ -28,6 +28,7 @@ import dataclasses
 from collections.abc import Callable
 
 import keras
+import numpy as np
 
 from trainer.models import efficientnet_lite
 
@@ -77,6 +78,9 @@ class Backbone:
       freeze_layers: Phase one's default: base layers (counting its input) kept frozen.
       fine_tune_freeze_layers: The fine-tune phase's default.
       imagenet_weights: image size -> its ImageNet notop file; None: no pretrained weights.
+      imagenet_classifier: () -> (kernel [D, 1000], bias [1000]) of the network's own
+        ImageNet classifier over its average-pooled features, where that comes offline
+        (the data audit's "neither a cat nor a dog" signal); None: not available.
     """
 
     name: str
@@ -85,6 +89,7 @@ class Backbone:
     freeze_layers: int
     fine_tune_freeze_layers: int
     imagenet_weights: Callable[[tuple[int, int]], ImageNetWeights] | None = None
+    imagenet_classifier: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None
 
 
 def _small_cnn(input_shape: tuple[int, int, int]) -> keras.Model:
@@ -185,6 +190,7 @@ BACKBONES: dict[str, Backbone] = {
             freeze_layers=141,
             fine_tune_freeze_layers=130,
             imagenet_weights=_efficientnet_lite0_weights,
+            imagenet_classifier=efficientnet_lite.imagenet_classifier,
         ),
         Backbone(
             "mobilenetv2",

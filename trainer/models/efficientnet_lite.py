@@ -230,6 +230,17 @@ def imagenet_state_dict() -> dict[str, np.ndarray]:
     return legacy_pth.load_state_dict(package_weights_file(), sha256=PTH_SHA256)
 
 
+def imagenet_classifier() -> tuple[np.ndarray, np.ndarray]:
+    """The ImageNet classifier over the pooled 1280 features: (kernel [1280, 1000], bias).
+
+    Read from the package's file like the base (same checksum), so a model built with
+    ``include_top=True`` and this head on ``pooling="avg"`` features give the same
+    probabilities (softmax of ``features @ kernel + bias``).
+    """
+    state = imagenet_state_dict()
+    return state["_fc.weight"].T.astype(np.float32), state["_fc.bias"].astype(np.float32)
+
+
 def write_imagenet_weights(path: str) -> None:
     """Converts the package's weights into a Keras notop ``.weights.h5`` file at ``path``.
 
