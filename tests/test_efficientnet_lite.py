@@ -169,3 +169,25 @@ def test_the_conversion_test_fails_on_a_wrong_conversion(
         monkeypatch.setattr(lite, name, value)
     accuracy, mean_log_p = imagenet_head_scores(*imagenet_photos, imagenet_state)
     assert accuracy < MIN_ACCURACY or mean_log_p < MIN_MEAN_LOG_P, (accuracy, mean_log_p)
+
+
+@pytest.mark.slow
+def test_the_audits_imagenet_head_on_pooled_features_is_the_classifier(
+    imagenet_photos, imagenet_state
+):
+    # The data audit runs the base once (pooled features) and the ImageNet classifier on
+    # those vectors in numpy (trainer.audit.neither): the same probabilities as the
+    # converted network with its top.
+    from trainer.audit import neither
+
+    images = lite.preprocess_layer("p")(imagenet_photos[0][:8])
+    with_top = lite.build((224, 224, 3), include_top=True)
+    lite.assign_torch_weights(with_top, imagenet_state)
+    expected = with_top.predict(images, verbose=0)
+    base = lite.build((224, 224, 3))
+    lite.assign_torch_weights(base, imagenet_state)
+    pooled = np.asarray(base.predict(images, verbose=0)).mean(axis=(1, 2))
+    kernel, bias = lite.imagenet_classifier()
+    animal = neither.animal_probability(pooled, kernel, bias)
+    np.testing.assert_allclose(animal, expected[:, neither.ANIMAL_CLASSES].sum(axis=1), atol=1e-4)
+    assert animal.mean() > 0.5  # photos of cats and dogs
