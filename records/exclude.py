@@ -46,14 +46,12 @@ class Exclusion:
       kind: ``"csv"`` (the audit's) or ``"list"``.
       issues: The issue types that exclude a CSV row; None for a list.
       names: The names to leave out (display form, see the module docstring).
-      rows: Names (list) or data rows (CSV) read, before choosing.
     """
 
     path: str
     kind: str
     issues: tuple[str, ...] | None
     names: frozenset[str]
-    rows: int
 
     @property
     def names_sha256(self) -> str:
@@ -88,16 +86,15 @@ def _flagged(path: str, line: int, cell: str) -> set[str]:
     return types
 
 
-def _read_csv(path: str, text: str, issues: tuple[str, ...]) -> tuple[set[str], int]:
+def _read_csv(path: str, text: str, issues: tuple[str, ...]) -> set[str]:
     reader = csv.reader(io.StringIO(text))
     header = next(cells for cells in reader if any(cell.strip() for cell in cells))
     header = [cell.strip() for cell in header]
     column = {name: header.index(name) for name in REQUIRED_COLUMNS}
-    names, rows = set(), 0
+    names = set()
     for row in reader:
         if not any(cell.strip() for cell in row):
             continue
-        rows += 1
         line = reader.line_num
         if len(row) != len(header):
             raise ExcludeError(
@@ -108,7 +105,7 @@ def _read_csv(path: str, text: str, issues: tuple[str, ...]) -> tuple[set[str], 
             raise ExcludeError(f"{path} line {line}: empty filename")
         if _flagged(path, line, row[column["flagged"]]) & set(issues):
             names.add(name)
-    return names, rows
+    return names
 
 
 def read_exclusion(path: str, issues: tuple[str, ...] | None) -> Exclusion:
@@ -132,10 +129,10 @@ def read_exclusion(path: str, issues: tuple[str, ...] | None) -> Exclusion:
     if all(name in header for name in REQUIRED_COLUMNS):
         chosen = ISSUE_TYPES if issues is None else tuple(issues)
         try:
-            names, rows = _read_csv(path, text, chosen)
+            names = _read_csv(path, text, chosen)
         except csv.Error as e:
             raise ExcludeError(f"{path} is not valid CSV: {e}") from None
-        return Exclusion(os.path.abspath(path), "csv", chosen, frozenset(names), rows)
+        return Exclusion(os.path.abspath(path), "csv", chosen, frozenset(names))
     if os.path.splitext(path)[1].lower() == ".csv":
         raise ExcludeError(
             f"{path} has no header with columns {' and '.join(REQUIRED_COLUMNS)} (its first "
@@ -147,7 +144,7 @@ def read_exclusion(path: str, issues: tuple[str, ...] | None) -> Exclusion:
         for line in text.splitlines()
         if line.strip() and not line.strip().startswith("#")
     ]
-    return Exclusion(os.path.abspath(path), "list", None, frozenset(listed), len(listed))
+    return Exclusion(os.path.abspath(path), "list", None, frozenset(listed))
 
 
 def _prefixes(names) -> list[str]:
