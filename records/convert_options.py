@@ -6,6 +6,7 @@ import dataclasses
 import os
 
 from core import settings
+from records.exclude import ISSUE_TYPES, ExcludeError, Exclusion, read_exclusion
 
 setting = settings.setting
 
@@ -46,12 +47,28 @@ class ConvertOptions:
         None, "Worker processes for reading and decoding images (default: every core).", minimum=1
     )
     single_process: bool = setting(False, "Run everything in this process (for debugging).")
+    exclude: str | None = setting(
+        None,
+        "Leave out these images (skipped as 'excluded by audit'): a file of names as the "
+        "records store them (train/cat.1.jpg), one a line, or the audit's data_issues.csv.",
+    )
+    exclude_issues: tuple[str, ...] | None = setting(
+        None,
+        "With a CSV --exclude: the issue types that exclude a row "
+        f"(default: all of {','.join(ISSUE_TYPES)}).",
+        choices=ISSUE_TYPES,
+    )
     overwrite: bool = setting(False, "Replace a different conversion in --output_dir.")
     verify: bool = setting(
         False, "Afterwards, read every shard back and check it (as verify_records)."
     )
     # Library-only: a tqdm bar (None: only when stderr is a terminal).
     progress: bool | None = setting(None, flag=False)
+    # Resolved from exclude/exclude_issues in __post_init__: the file is read once, here,
+    # so that a bad one is a flag error before anything is loaded or written.
+    exclusion: Exclusion | None = dataclasses.field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self):
         if not self.inputs:
@@ -63,5 +80,27 @@ class ConvertOptions:
             raise ValueError(
                 f"single_process conflicts with --num_workers={self.num_workers}; pass only one"
             )
+        object.__setattr__(self, "exclusion", self._read_exclusion())
         workers = 1 if self.single_process else self.num_workers or os.cpu_count() or 1
         object.__setattr__(self, "num_workers", workers)
+
+    def _read_exclusion(self) -> Exclusion | None:
+        if isinstance(self.exclude_issues, str):
+            raise ValueError(f"exclude_issues={self.exclude_issues!r}: a tuple, not one string")
+        if self.exclude_issues is not None and not self.exclude:
+            raise ValueError("exclude_issues needs --exclude=<the audit's data_issues.csv>")
+        if self.exclude_issues is not None and not self.exclude_issues:
+            raise ValueError(f"exclude_issues is empty; name some of {ISSUE_TYPES}")
+        if not self.exclude:
+            return None
+        try:
+            exclusion = read_exclusion(self.exclude, self.exclude_issues)
+        except ExcludeError as e:
+            raise ValueError(f"exclude: {e}") from None
+        if exclusion.kind == "list" and self.exclude_issues is not None:
+            raise ValueError(
+                f"exclude_issues chooses rows of the audit's CSV, but {self.exclude} is a "
+                "plain list of names (no header with filename and flagged columns); drop "
+                "--exclude_issues or pass the audit's data_issues.csv"
+            )
+        return exclusion

@@ -7,8 +7,9 @@ Usage:
 
 --input (repeatable) is a Kaggle-style folder (cat.1.jpg ...), a folder-per-class
 layout (cats/ dogs/), the Kaggle train.zip itself, or a table (.csv/.tsv/.parquet ...)
-with filename,label columns. Rerunning the same command after an interruption finishes
-the conversion.
+with filename,label columns. --exclude leaves out the images a file names (a list, or
+the data audit's data_issues.csv; see records.exclude). Rerunning the same command after
+an interruption finishes the conversion.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 from absl import logging
 
 from core import settings
+from records import exclude
 from records.convert_options import ConvertOptions
 
 
@@ -58,10 +60,22 @@ def convert_and_report(options: ConvertOptions) -> int:
         result.shards_reused,
         result.seconds,
     )
-    for entry in result.manifest["skipped"][:20]:
+    # Images left out by --exclude were asked for: one line, not a warning each.
+    others = [e for e in result.manifest["skipped"] if e["reason"] != exclude.REASON]
+    excluded = accounting["skipped"] - len(others)
+    if options.exclude:
+        unmatched = result.manifest["settings"]["exclude"]["unmatched"]
+        logging.info(
+            "%d of the skipped were excluded by audit (--exclude %s; %d of its names "
+            "matched no input); listed in manifest.json",
+            excluded,
+            options.exclude,
+            unmatched,
+        )
+    for entry in others[:20]:
         logging.warning("skipped %s: %s", entry["path"], entry["reason"])
-    if accounting["skipped"] > 20:
-        logging.warning("... and %d more; see manifest.json", accounting["skipped"] - 20)
+    if len(others) > 20:
+        logging.warning("... and %d more; see manifest.json", len(others) - 20)
     if options.verify:
         problems = verify.verify_records(options.output_dir)
         verify.report(options.output_dir, problems)

@@ -9,9 +9,10 @@ contiguous runs). ``Plan.digest`` names this exact conversion; ``records.writer`
 writes it (pass 2).
 
 Every input found is in exactly one place of the plan: a shard, ``skipped`` (with its
-reason: unusable while listing, unreadable, empty, copies labelled both ways) or a
-duplicate group's ``dropped``. A folder that could not be listed is one input found
-and one skipped (see ``records.inputs.sources``); ``folders`` counts folders separately.
+reason: unusable while listing, unreadable, empty, copies labelled both ways, named by
+``--exclude``) or a duplicate group's ``dropped``. A folder that could not be listed is
+one input found and one skipped (see ``records.inputs.sources``); ``folders`` counts
+folders separately.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 
 from absl import logging
 
-from records import schema
+from records import exclude, schema
 from records.convert_options import ConvertOptions
 from records.inputs import sources
 
@@ -106,6 +107,49 @@ class Plan:
         return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
 
 
+def _exclude(
+    exclusion: exclude.Exclusion | None, items: list[sources.SourceImage]
+) -> tuple[list[sources.SourceImage], list[sources.SourceImage], dict[str, Any] | None]:
+    """(kept, excluded, the plan's ``exclude`` setting) for ``--exclude``.
+
+    Excluded inputs are left out before hashing: they take no part in finding
+    duplicates, and no other image moves, since an image's split is its own sha256's.
+    """
+    if exclusion is None:
+        return items, [], None
+    kept, excluded = [], []
+    for source in items:
+        excluded_now = sources.display_name(source.name) in exclusion.names
+        (excluded if excluded_now else kept).append(source)
+    input_names = sorted({sources.display_name(s.name) for s in items})
+    unmatched = sorted(exclusion.names.difference(input_names))
+    if unmatched:
+        logging.warning("%s", exclude.describe_unmatched(exclusion, unmatched, input_names))
+    logging.info(
+        "--exclude %s (%s%s): %d names, %d inputs excluded",
+        exclusion.path,
+        exclusion.kind,
+        f", issues {','.join(exclusion.issues)}" if exclusion.issues else "",
+        len(exclusion.names),
+        len(excluded),
+    )
+    # In the settings, so in the digest: a rerun with the same selection resumes or
+    # reports "done", a different one is a different conversion (refused without
+    # --overwrite, naming this entry). The selection's hash, not the file's: the audit's
+    # rows can be re-ranked without changing what is left out.
+    setting = {
+        "file": exclusion.path,
+        "kind": exclusion.kind,
+        "issues": list(exclusion.issues) if exclusion.issues else None,
+        "names": len(exclusion.names),
+        "names_sha256": exclusion.names_sha256,
+        "excluded": len(excluded),
+        "unmatched": len(unmatched),
+        "unmatched_examples": unmatched[:5],
+    }
+    return kept, excluded, setting
+
+
 def _list_inputs(
     inputs: Sequence[str],
 ) -> tuple[list[dict[str, Any]], list[sources.SourceImage], dict[str, int]]:
@@ -140,8 +184,10 @@ def make_plan(options: ConvertOptions, pool_map, progress) -> Plan:
       sources.InputError: For a missing, empty or unreadable input.
     """
     described, items, folders = _list_inputs(options.inputs)
-    skipped = [skip_entry(s, s.problem) for s in items if s.problem]
-    usable = [s for s in items if not s.problem]
+    kept, excluded, excluded_setting = _exclude(options.exclusion, items)
+    skipped = [skip_entry(s, exclude.REASON) for s in excluded]
+    skipped += [skip_entry(s, s.problem) for s in kept if s.problem]
+    usable = [s for s in kept if not s.problem]
 
     bar = progress("hashing", len(usable))
     by_sha: dict[str, list[tuple[sources.SourceImage, int]]] = collections.defaultdict(list)
@@ -183,6 +229,9 @@ def make_plan(options: ConvertOptions, pool_map, progress) -> Plan:
         "max_short_side": options.max_short_side,
         "jpeg_quality": options.jpeg_quality,
     }
+    if excluded_setting is not None:
+        # Only when given: the digest of a conversion without --exclude stays as it was.
+        settings["exclude"] = excluded_setting
     shards = {}
     for split in schema.SPLITS:
         members = sorted(

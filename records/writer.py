@@ -275,6 +275,9 @@ def convert(options: ConvertOptions) -> ConversionResult:
         settings = images.StoreSettings(options.max_short_side, options.jpeg_quality)
         tracing = threading.Thread(target=images.trace, args=(settings,), daemon=True)
         tracing.start()
+        # Joined on every way out: a refusal (OutputDirError) that ends the process
+        # while TensorFlow still traces on this thread aborts it (exit 134, not 2).
+        stack.callback(tracing.join)
         plan = make_plan(
             options, pool_map, lambda what, total: Progress(what, total, options.progress)
         )

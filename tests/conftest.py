@@ -41,6 +41,29 @@ TINY_TRAIN_SETTINGS = dict(
 )
 
 
+# `make_records` with a test-only hook: `python -c KILLED_AFTER_SHARDS N --flags...` SIGKILLs
+# its whole process group (itself and its pool workers, like a real kill) right after the
+# Nth shard is renamed to its final name, so the kill lands at the same point on any
+# machine, however fast.
+KILLED_AFTER_SHARDS = """
+import os, signal, sys
+from records import make_records, writer
+kill_after, written = int(sys.argv.pop(1)), 0
+write_shard = writer._write_shard
+
+def write_shard_then_maybe_die(*args, **kwargs):
+    global written
+    sidecar = write_shard(*args, **kwargs)
+    written += 1
+    if written == kill_after:
+        os.killpg(0, signal.SIGKILL)
+    return sidecar
+
+writer._write_shard = write_shard_then_maybe_die
+make_records.run()
+"""
+
+
 def free_ports(count: int) -> list[int]:
     """``count`` distinct free TCP ports on 127.0.0.1 (all held open until all are chosen)."""
     sockets = [socket.socket() for _ in range(count)]

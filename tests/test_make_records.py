@@ -13,34 +13,13 @@ import sys
 import pytest
 from absl import app, flags
 
-from conftest import REPO_ROOT, subprocess_env, write_kaggle_folder
+from conftest import KILLED_AFTER_SHARDS, REPO_ROOT, subprocess_env, write_kaggle_folder
 from core import settings
 from records import make_records, schema, writer
 from records.convert_options import ConvertOptions
 from records.inputs import sources
 
 COMMAND = [sys.executable, "-m", "records.make_records"]
-# make_records with a test-only hook: `python -c KILLED_AFTER_SHARDS N --flags...` SIGKILLs
-# its whole process group (itself and its pool workers, like a real kill) right after the
-# Nth shard is renamed to its final name, so the kill lands at the same point on any
-# machine, however fast.
-KILLED_AFTER_SHARDS = """
-import os, signal, sys
-from records import make_records, writer
-kill_after, written = int(sys.argv.pop(1)), 0
-write_shard = writer._write_shard
-
-def write_shard_then_maybe_die(*args, **kwargs):
-    global written
-    sidecar = write_shard(*args, **kwargs)
-    written += 1
-    if written == kill_after:
-        os.killpg(0, signal.SIGKILL)
-    return sidecar
-
-writer._write_shard = write_shard_then_maybe_die
-make_records.run()
-"""
 
 
 def _env() -> dict[str, str]:
