@@ -262,3 +262,27 @@ def test_audit_labels_is_kept_as_an_alias():
         if " = " in line
     )
     assert scripts["audit_labels"] == scripts["audit_data"] == "trainer.audit_data:run"
+
+
+@pytest.mark.slow
+def test_make_records_leaves_out_what_the_audit_flags(sample_audit, tmp_path):
+    # The audit's CSV straight into make_records --exclude: the chosen types' rows are
+    # skipped as "excluded by audit", every other image is converted as before.
+    audit_dir, _, rows, _ = sample_audit
+    source = audit_dir.parent / "train"
+    result = convert(
+        [source],
+        tmp_path / "clean",
+        exclude=str(audit_dir / report.CSV_NAME),
+        exclude_issues=("neither", "duplicate"),
+    )
+    chosen = {
+        r["filename"] for r in rows if {"neither", "duplicate"} & set(r["flagged"].split(";"))
+    }
+    manifest = json.loads((tmp_path / "clean" / "manifest.json").read_text())
+    excluded = {s["source"] for s in manifest["skipped"] if s["reason"] == "excluded by audit"}
+    assert len(excluded) == len(chosen) >= 8 + 40
+    assert {_base(name) for name in excluded} == {_base(name) for name in chosen}
+    written = sum(info["num_examples"] for info in manifest["splits"].values())
+    assert written == len(rows) - len(chosen)
+    assert result.state == "fresh"

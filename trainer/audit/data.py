@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from records import exclude
 from records.manifest import Manifest
 from trainer.audit import features as audit_features
 from trainer.audit import labels as labels_lib
@@ -30,9 +31,9 @@ from trainer.audit import neither as neither_lib
 from trainer.audit import report
 from trainer.models import backbones
 
-# The issue types, as ``flagged`` in data_issues.csv names them (make_records --exclude
-# reads the same words).
-ISSUE_TYPES = ("neither", "duplicate", "label")
+# The issue types, as ``flagged`` in data_issues.csv names them: make_records --exclude
+# reads the same words, so they are defined there.
+ISSUE_TYPES = exclude.ISSUE_TYPES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,11 +48,12 @@ class Findings:
 
     def flagged(self) -> dict[str, np.ndarray]:
         """Issue type -> [N] bool."""
-        return {
+        flagged = {
             "neither": self.neither.flagged,
             "duplicate": self.duplicates.keep_instead >= 0,
             "label": self.labels.flagged,
         }
+        return {kind: flagged[kind] for kind in ISSUE_TYPES}
 
 
 def load_records(records_dir: str) -> Manifest:
