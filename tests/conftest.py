@@ -208,6 +208,16 @@ def convert(inputs, output_dir, **kwargs) -> writer.ConversionResult:
     )
 
 
+def placed_splits(the_plan) -> dict[str, str]:
+    """Source name -> split, for every image a ``records.plan.Plan`` writes."""
+    return {
+        source.name: split
+        for split, shards in the_plan.shards.items()
+        for shard in shards
+        for source, _ in shard
+    }
+
+
 def read_records(records_dir) -> dict[str, list[dict]]:
     """split -> records (in shard order) as plain dicts, through schema.parse_example."""
     manifest = Manifest.load(str(records_dir))

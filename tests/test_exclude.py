@@ -20,6 +20,7 @@ from conftest import (
     KILLED_AFTER_SHARDS,
     REPO_ROOT,
     convert,
+    placed_splits,
     read_records,
     subprocess_env,
     write_kaggle_folder,
@@ -52,16 +53,6 @@ def _options(folder, **kwargs) -> ConvertOptions:
 
 def _plan(folder, **kwargs) -> plan.Plan:
     return plan.make_plan(_options(folder, **kwargs), map, lambda what, total: _NoProgress())
-
-
-def _placed(the_plan: plan.Plan) -> dict[str, str]:
-    """Source name -> split, for every image the plan writes."""
-    return {
-        source.name: split
-        for split, shards in the_plan.shards.items()
-        for shard in shards
-        for source, _ in shard
-    }
 
 
 def _excluded(the_plan: plan.Plan) -> list[str]:
@@ -105,9 +96,11 @@ def test_a_plain_list_leaves_out_exactly_its_names_and_moves_no_other_image(fold
     base, excluding = _plan(folder), _plan(folder, exclude=listed)
 
     assert _excluded(excluding) == names
-    placed = _placed(excluding)
+    placed = placed_splits(excluding)
     # Every other image is written, in the split it had without the exclusion.
-    assert placed == {name: split for name, split in _placed(base).items() if name not in names}
+    assert placed == {
+        name: split for name, split in placed_splits(base).items() if name not in names
+    }
     # Every input is in exactly one place: written or skipped.
     assert len(placed) + len(excluding.skipped) == excluding.inputs_found == 16
     assert excluding.settings["exclude"] == {
@@ -177,7 +170,7 @@ def test_a_csv_made_for_another_folder_is_a_clear_warning_not_an_error(folder, t
     issues_csv = _write_audit_csv(tmp_path / "data_issues.csv", rows)
     the_plan = _plan(folder, exclude=issues_csv)
 
-    assert _excluded(the_plan) == [] and len(_placed(the_plan)) == 16
+    assert _excluded(the_plan) == [] and len(placed_splits(the_plan)) == 16
     assert the_plan.settings["exclude"]["unmatched"] == 3
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert "none of its 3 names matches an input, so nothing is excluded" in warning

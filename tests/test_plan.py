@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from conftest import write_kaggle_folder
+from conftest import placed_splits, write_kaggle_folder
 from records import plan, schema
 from records.convert_options import ConvertOptions
 
@@ -33,16 +33,6 @@ def _plan(*inputs, **settings) -> plan.Plan:
     return plan.make_plan(options, map, lambda what, total: _NoProgress())
 
 
-def _placed(the_plan: plan.Plan) -> dict[str, str]:
-    """Source name -> split, for every image the plan writes."""
-    return {
-        source.name: split
-        for split, shards in the_plan.shards.items()
-        for shard in shards
-        for source, _ in shard
-    }
-
-
 def _sha(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -58,7 +48,7 @@ def test_the_same_inputs_give_the_same_plan(folder):
     first, second = _plan(folder), _plan(folder)
     assert first.digest == second.digest
     assert first.shards == second.shards
-    placed = _placed(first)
+    placed = placed_splits(first)
     assert len(placed) == 24
     # Both splits are used (val_fraction 0.5 over 24 images).
     assert set(placed.values()) == {"train", "val"}
@@ -106,7 +96,7 @@ def test_copies_are_kept_once_and_listed(folder):
             "dropped": ["train/cat.30.jpg", "train/cat.31.jpg"],
         }
     ]
-    placed = _placed(the_plan)
+    placed = placed_splits(the_plan)
     assert "train/cat.3.jpg" in placed
     assert "train/cat.30.jpg" not in placed and "train/cat.31.jpg" not in placed
     assert the_plan.inputs_found == 26
@@ -118,7 +108,7 @@ def test_copies_labelled_both_ways_are_all_skipped(folder):
     skipped = {entry["source"]: entry["reason"] for entry in the_plan.skipped}
     assert set(skipped) == {"train/cat.3.jpg", "train/dog.99.jpg"}
     assert all("carry different labels" in reason for reason in skipped.values())
-    assert not set(skipped) & set(_placed(the_plan))
+    assert not set(skipped) & set(placed_splits(the_plan))
     assert the_plan.duplicates == []
 
 
@@ -127,7 +117,7 @@ def test_every_input_is_in_exactly_one_place(folder):
     (folder / "cat.77.jpg").write_bytes(b"")  # empty
     (folder / "notes.txt").write_text("not an image name")  # no label
     the_plan = _plan(folder)
-    placed = _placed(the_plan)
+    placed = placed_splits(the_plan)
     dropped = [name for group in the_plan.duplicates for name in group["dropped"]]
     skipped = [entry["source"] for entry in the_plan.skipped]
     assert "train/cat.77.jpg" in skipped
@@ -161,7 +151,7 @@ def test_default_shard_counts_are_the_minimum_for_small_splits_and_never_empty(f
 
 
 def _placed_in(the_plan: plan.Plan, split: str) -> list[str]:
-    return [name for name, where in _placed(the_plan).items() if where == split]
+    return [name for name, where in placed_splits(the_plan).items() if where == split]
 
 
 @pytest.mark.parametrize(
