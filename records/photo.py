@@ -177,6 +177,43 @@ def _resized_size(height, width, max_short_side: int) -> tuple[tf.Tensor, tf.Ten
     return new_height, new_width
 
 
+def _along_rows(image: tf.Tensor, new_rows: tf.Tensor) -> tf.Tensor:
+    """Lanczos-3 with antialiasing along axis 0 of [rows, columns, channels], float32 out.
+
+    The ``ScaleAndTranslate`` op (``tf.image.resize``'s lanczos3) resizes rows first, a
+    loop over whole rows that the compiler vectorizes, then columns, a scalar loop over
+    every pixel's 3 channels that took ~2/3 of a 160-px conversion's time. Seen as one
+    "pixel" per row with columns * channels "channels", the image needs only the first
+    loop: the column pass is then a 1 -> 1 copy with weight 1.0.
+    """
+    shape = tf.shape(image)
+    flat = tf.reshape(image, [1, shape[0], 1, shape[1] * shape[2]])
+    scale = tf.stack([tf.cast(new_rows, tf.float32) / tf.cast(shape[0], tf.float32), 1.0])
+    rows = tf.raw_ops.ScaleAndTranslate(
+        images=flat,
+        size=tf.stack([new_rows, 1]),
+        scale=scale,
+        translation=tf.zeros([2]),
+        kernel_type="lanczos3",
+        antialias=True,
+    )
+    return tf.reshape(rows, [new_rows, shape[1], shape[2]])
+
+
+def _shrink(image: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
+    """uint8 [h, w, 3] -> uint8 at ``size`` [2]: Lanczos-3 with antialiasing.
+
+    Bit for bit ``tf.image.resize(image, size, "lanczos3", antialias=True)`` (the same
+    weights, from the same op, summed in the same order: rows, then columns), at about a
+    third of its cost: each axis runs as rows (``_along_rows``), the columns through a
+    transpose (tests/test_images.py compares the two on real photos).
+    """
+    rows = _along_rows(image, size[0])
+    columns = _along_rows(tf.transpose(rows, [1, 0, 2]), size[1])
+    resized = tf.transpose(columns, [1, 0, 2])
+    return tf.cast(tf.round(tf.clip_by_value(resized, 0.0, 255.0)), tf.uint8)
+
+
 def prepare(data: tf.Tensor, settings: StoreSettings, validate: bool = True) -> dict:
     """One photo's bytes -> the bytes a record stores, and what was done (graph-safe).
 
@@ -227,21 +264,7 @@ def prepare(data: tf.Tensor, settings: StoreSettings, validate: bool = True) -> 
         if settings.max_short_side:
             image = tf.cond(
                 resized,
-                lambda: tf.cast(
-                    tf.round(
-                        tf.clip_by_value(
-                            tf.image.resize(
-                                image,
-                                tf.cast(tf.stack([new_height, new_width]), tf.int32),
-                                method="lanczos3",
-                                antialias=True,
-                            ),
-                            0.0,
-                            255.0,
-                        )
-                    ),
-                    tf.uint8,
-                ),
+                lambda: _shrink(image, tf.cast(tf.stack([new_height, new_width]), tf.int32)),
                 lambda: image,
             )
         # Baseline, 4:2:0, no EXIF/ICC: the plainest JPEG every decoder reads.
