@@ -240,3 +240,13 @@ def test_flags_are_checked():
         audit_data.AuditConfig(records_dir="r", folds=1)
     with pytest.raises(ValueError, match="backbone='nope': expected one of"):
         audit_data.AuditConfig(records_dir="r", backbone="nope")
+
+
+def test_near_copies_share_a_fold():
+    labels = np.array([0, 1] * 30)
+    groups = np.arange(60) // 3  # groups of three images
+    fold_of = audit.fold_assignment(labels, folds=5, seed=0, groups=groups)
+    for group in range(20):
+        assert len(set(fold_of[groups == group])) == 1
+    for fold in range(5):
+        assert set(labels[fold_of == fold]) == {0, 1}

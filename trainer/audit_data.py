@@ -116,6 +116,11 @@ def main(config: AuditConfig) -> int:
             f"{WEAK_HEAD_ACCURACY}): most label flags are the model's errors, not label errors; "
             "use a pretrained base (--weights=imagenet)"
         )
+    if flagged["duplicate"] > written.num_images / 2 and not written.has_imagenet_head:
+        print(
+            "warning: most images look like copies of each other: these features do not "
+            "tell photos apart (a random-weight base?); use --weights=imagenet"
+        )
     print(f"every image, flagged first: {written.csv_path}")
     print(f"near-duplicate pairs: {written.pairs_path}")
     print(f"the report with its pictures: {written.index_path}")

@@ -120,15 +120,22 @@ def analyse(
       ValueError: Too few images (per class for ``folds``, or for the neighbours).
     """
     neighbours = neighbours_lib.nearest(features.vectors, neither_lib.OUTLIER_NEIGHBOURS)
+    duplicates = neighbours_lib.duplicates(
+        neighbours, features.splits, features.filenames, duplicate_similarity
+    )
     return Findings(
         features=features,
+        # Near-copies share a fold: no head predicts a photo whose copy it trained on.
         labels=labels_lib.label_scores(
-            features.labels, features.vectors, folds=folds, seed=seed, make_head=make_head
+            features.labels,
+            features.vectors,
+            folds=folds,
+            seed=seed,
+            groups=duplicates.group,
+            make_head=make_head,
         ),
         neither=neither_lib.scores(features.vectors, neighbours, classifier),
-        duplicates=neighbours_lib.duplicates(
-            neighbours, features.splits, features.filenames, duplicate_similarity
-        ),
+        duplicates=duplicates,
         has_imagenet_head=classifier is not None,
     )
 

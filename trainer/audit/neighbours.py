@@ -72,11 +72,13 @@ class Duplicates:
       keep_instead: int64 [N]: for an image to drop, the group member kept instead of it;
         -1 for every other image.
       closest: int64 [N]: each image's most similar group member (-1 outside a group).
+      group: int64 [N]: a group id per image (an image without copies is its own group).
     """
 
     pairs: tuple[tuple[int, int, float], ...]
     keep_instead: np.ndarray
     closest: np.ndarray
+    group: np.ndarray
 
 
 def _groups(num: int, pairs) -> np.ndarray:
@@ -129,4 +131,4 @@ def duplicates(
         for i in group_members:
             if i != kept:
                 keep_instead[i] = kept
-    return Duplicates(pairs=pairs, keep_instead=keep_instead, closest=closest)
+    return Duplicates(pairs=pairs, keep_instead=keep_instead, closest=closest, group=group)
