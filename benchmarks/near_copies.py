@@ -76,6 +76,7 @@ def build_folder(
     num_pairs: int = 40,
     num_flips: int = 20,
     avoid: Sequence[str] = (),
+    names: Sequence[str] | None = None,
     seed: int = 0,
 ) -> Planted:
     """Links every photo of ``source_dir`` into ``destination``, with planted problems.
@@ -83,10 +84,13 @@ def build_folder(
     ``num_pairs`` photos get a near-duplicate copy (the transforms in turn); ``num_flips``
     other photos are linked under the other class's name instead of their own (the
     original name is not linked, so a flip is not also a duplicate). Photos in ``avoid``
-    are neither copied nor flipped.
+    are neither copied nor flipped. ``names``: only these photos of ``source_dir``
+    (default: all).
     """
     os.makedirs(destination, exist_ok=True)
-    names = sorted(n for n in os.listdir(source_dir) if n.lower().endswith(".jpg"))
+    if names is None:
+        names = [n for n in os.listdir(source_dir) if n.lower().endswith(".jpg")]
+    names = sorted(names)
     candidates = [n for n in names if n not in set(avoid)]
     chosen = random.Random(seed).sample(candidates, num_pairs + num_flips)
     copied, flipped = chosen[:num_pairs], set(chosen[num_pairs:])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 
 import numpy as np
 import pytest
@@ -157,15 +158,28 @@ def test_duplicate_similarity_is_checked():
 # --- the real sample, with planted problems ---------------------------------------------
 
 
+# Half the sample (cat.1-1500, dog.1-1500, and every known neither photo): the base's
+# pass over 6,000 photos at 224 px is most of this file's time (110 s of a 13-minute suite
+# on a quiet machine); over half of them the known answers are still ranks among 3,000+.
+# docs/evaluating.md has the whole sample's figures (every neither photo in the first 9).
+SUBSET_LAST = 1500
+
+
+def subset(names: list[str]) -> list[str]:
+    known = set(known_neither())
+    return [n for n in names if int(n.split(".")[1]) <= SUBSET_LAST or n in known]
+
+
 @pytest.fixture(scope="module")
 def sample_audit(tmp_path_factory):
-    """The sample (6,001 photos) with 40 planted near-duplicates and 20 planted label
-    flips, converted and audited at 224 px with the offline ImageNet base."""
+    """Half the sample with 40 planted near-duplicates and 20 planted label flips,
+    converted and audited at 224 px with the offline ImageNet base."""
     if not SAMPLE_DIR.is_dir():
         pytest.skip(f"real sample data not found at {SAMPLE_DIR}")
     root = tmp_path_factory.mktemp("audit_sample")
+    names = subset(sorted(n for n in os.listdir(SAMPLE_DIR) if n.endswith(".jpg")))
     planted = near_copies.build_folder(
-        str(SAMPLE_DIR), str(root / "train"), avoid=known_neither(), seed=0
+        str(SAMPLE_DIR), str(root / "train"), avoid=known_neither(), names=names, seed=0
     )
     convert([root / "train"], root / "records")
     # num_show=0: no pictures (a second decode pass; test_audit.py checks them).
@@ -231,9 +245,10 @@ def test_the_report_keeps_its_contract(sample_audit):
         "flagged",
     }
     assert list(rows[0]) == list(report.COLUMNS)
-    # One row per image converted (6,001 sample photos, one byte-identical copy dropped by
-    # make_records, 40 planted copies), ranks 1..N per type.
-    assert len(rows) == 6000 + 40 == len({r["filename"] for r in rows})
+    # One row per image converted (the subset's photos and 40 planted copies), ranks 1..N
+    # per type.
+    num_photos = len(subset(os.listdir(SAMPLE_DIR)))
+    assert len(rows) == num_photos + 40 == len({r["filename"] for r in rows})
     for column in ("label_rank", "neither_rank"):
         assert sorted(int(r[column]) for r in rows) == list(range(1, len(rows) + 1))
     kinds = {k for r in rows for k in r["flagged"].split(";") if k}
