@@ -14,6 +14,7 @@ import json
 import os
 import pathlib
 import socket
+import subprocess
 import sys
 import threading
 
@@ -62,6 +63,32 @@ def write_shard_then_maybe_die(*args, **kwargs):
 writer._write_shard = write_shard_then_maybe_die
 make_records.run()
 """
+
+
+def run_make_records(*args: str) -> subprocess.CompletedProcess:
+    """``make_records`` with ``args`` in its own process (output captured as text)."""
+    return subprocess.run(
+        [sys.executable, "-m", "records.make_records", *args],
+        cwd=REPO_ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def run_make_records_killed_after(num_shards: int, *args: str) -> subprocess.CompletedProcess:
+    """``make_records`` with ``args``, SIGKILLed with its workers after ``num_shards`` shards
+    (``KILLED_AFTER_SHARDS``)."""
+    return subprocess.run(
+        [sys.executable, "-c", KILLED_AFTER_SHARDS, str(num_shards), *args],
+        cwd=REPO_ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        start_new_session=True,  # Its own process group: the kill takes no one else.
+    )
 
 
 def free_ports(count: int) -> list[int]:

@@ -10,19 +10,16 @@ import csv
 import json
 import logging
 import signal
-import subprocess
-import sys
 
 import pytest
 from absl import app, flags
 
 from conftest import (
-    KILLED_AFTER_SHARDS,
-    REPO_ROOT,
     convert,
     placed_splits,
     read_records,
-    subprocess_env,
+    run_make_records,
+    run_make_records_killed_after,
     write_kaggle_folder,
 )
 from core import settings
@@ -295,28 +292,13 @@ def test_a_killed_conversion_with_exclude_resumes_to_the_same_accounting(tmp_pat
         f"--exclude={listed}",
         "--num_workers=2",
     ]
-    killed = subprocess.run(
-        [sys.executable, "-c", KILLED_AFTER_SHARDS, "3", *args],
-        cwd=REPO_ROOT,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        start_new_session=True,  # Its own process group: the kill takes no one else.
-    )
+    killed = run_make_records_killed_after(3, *args)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert not (out / schema.MANIFEST_NAME).exists()
 
     # The same command finishes the job: the finished shards reused, the same accounting
     # as an unbroken run.
-    resumed = subprocess.run(
-        [sys.executable, "-m", "records.make_records", *args, "--verify"],
-        cwd=REPO_ROOT,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    resumed = run_make_records(*args, "--verify")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming: 3 finished shard(s) reused" in resumed.stderr
     assert f"{len(excluded)} of the skipped were excluded by audit" in resumed.stderr
@@ -337,15 +319,7 @@ def test_the_command_refuses_a_changed_exclusion_with_exit_2(folder, tmp_path):
     listed = _write_list(tmp_path / "bad.txt", ["train/cat.1.jpg"])
     convert([folder], out, exclude=listed)
     other = _write_list(tmp_path / "other.txt", ["train/dog.1.jpg"])
-    refused = subprocess.run(
-        [sys.executable, "-m", "records.make_records", f"--input={folder}"]
-        + [f"--output_dir={out}", f"--exclude={other}"],
-        cwd=REPO_ROOT,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    refused = run_make_records(f"--input={folder}", f"--output_dir={out}", f"--exclude={other}")
     # Exit 2 with the reason, not an abort: the refusal used to end the process while
     # TensorFlow traced the photo function on another thread (exit 134).
     assert refused.returncode == 2, refused.stderr[-3000:]

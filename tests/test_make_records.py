@@ -13,7 +13,7 @@ import sys
 import pytest
 from absl import app, flags
 
-from conftest import KILLED_AFTER_SHARDS, REPO_ROOT, subprocess_env, write_kaggle_folder
+from conftest import REPO_ROOT, run_make_records_killed_after, subprocess_env, write_kaggle_folder
 from core import settings
 from records import make_records, schema, writer
 from records.convert_options import ConvertOptions
@@ -162,15 +162,7 @@ def test_killed_conversion_resumes_to_the_same_result(tmp_path):
         "--max_short_side=48",
         "--num_workers=2",
     ]
-    killed = subprocess.run(
-        [sys.executable, "-c", KILLED_AFTER_SHARDS, "5", *args],
-        cwd=REPO_ROOT,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        start_new_session=True,  # Its own process group: the kill takes no one else.
-    )
+    killed = run_make_records_killed_after(5, *args)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     finals, has_manifest = _shard_state(out)
     assert len(finals) == 5 and not has_manifest
