@@ -10,7 +10,11 @@ next to the code that branches on it) and bounds. From that one definition:
   bounds, so library callers get the same checks as the command line;
 * ``run(Config, main, __name__)`` is a console script: flags -> config -> ``main(config)``,
   with one line ``command: error: ...`` and exit status 2 for the errors a user can fix,
-  and the settings logged as the flags that differ from their defaults.
+  and the settings logged as the flags that differ from their defaults;
+* ``Presets``: named sets of values chosen by one flag (``train --recipe=NAME``, like the
+  Model Garden's ``--experiment``): a flag given on the command line wins, then the
+  chosen preset's value, then the field's default. The default preset's values are the
+  flags' defaults, so ``--help`` shows what a run with no flags does.
 
 It lives in ``core``, the bottom package every command imports; it imports no TensorFlow.
 """
@@ -22,12 +26,32 @@ import os
 import sys
 import types
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
+
+
+@dataclasses.dataclass(frozen=True)
+class Presets:
+    """Named sets of field values, chosen by the field ``field`` (a flag like the others).
+
+    Attributes:
+      field: The choosing field (``"recipe"``); its value names the preset.
+      default: The preset of a command line that does not name one.
+      lookup: A preset's name -> its field values (raises ValueError for an unknown one).
+      none: The name that applies no preset: the fields' own defaults.
+    """
+
+    field: str
+    default: str
+    lookup: Callable[[str], Mapping[str, Any]]
+    none: str = "none"
+
+    def values(self, name: str) -> Mapping[str, Any]:
+        return {} if name == self.none else {**self.lookup(name), self.field: name}
 
 
 def setting(
@@ -95,18 +119,24 @@ def flag_name(config_cls: type, field_name: str) -> str:
 
 
 def define_flags(
-    config_cls: type, module_name: str | None = None, flag_values: flags.FlagValues = FLAGS
+    config_cls: type,
+    module_name: str | None = None,
+    flag_values: flags.FlagValues = FLAGS,
+    presets: Presets | None = None,
 ) -> None:
     """Defines one absl flag per ``setting()`` field of ``config_cls`` (idempotent).
 
     Called at run time, not import, so a process importing several entry points (the
-    test suite) never defines a flag twice.
+    test suite) never defines a flag twice. With ``presets``, a flag's default is the
+    default preset's value where it has one.
     """
+    preset = presets.values(presets.default) if presets else {}
     for field, name, annotation in _flag_fields(config_cls):
         if name in flag_values:
             continue
         meta = field.metadata
         default = None if field.default is dataclasses.MISSING else field.default
+        default = preset.get(field.name, default)
         kind, _ = _base_type(annotation)
         common = {"module_name": module_name, "flag_values": flag_values}
         if kind is bool:
@@ -130,16 +160,32 @@ def define_flags(
 
 
 def config_from_flags(
-    config_cls: type, flag_values: flags.FlagValues = FLAGS, **overrides: Any
+    config_cls: type,
+    flag_values: flags.FlagValues = FLAGS,
+    presets: Presets | None = None,
+    **overrides: Any,
 ) -> Any:
     """Builds ``config_cls`` from the parsed flags (after ``define_flags``).
 
+    With ``presets``: a flag given on the command line (or in a --flagfile) wins, then the
+    chosen preset's value, then the field's own default.
+
     Raises:
-      app.UsageError: For a missing required flag or a bad value, naming the flag.
+      app.UsageError: For a missing required flag or a bad value (or preset), naming the flag.
     """
+    preset: Mapping[str, Any] = {}
+    if presets is not None:
+        try:
+            preset = presets.values(flag_values[flag_name(config_cls, presets.field)].value)
+        except ValueError as e:
+            raise app.UsageError(f"--{e}") from None
     values = {}
     for field, name, _ in _flag_fields(config_cls):
         value = flag_values[name].value
+        if presets is not None and not flag_values[name].present:
+            value = preset.get(field.name, field.default)
+            if value is dataclasses.MISSING:
+                value = None
         if value is None and field.default is dataclasses.MISSING:
             raise app.UsageError(f"--{name} is required ({field.metadata['help']})")
         if value is None and field.default is not dataclasses.MISSING:
@@ -227,6 +273,7 @@ def run(
     module_name: str,
     *,
     errors: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError),
+    presets: Presets | None = None,
 ) -> None:
     """Runs a console script: flags -> ``config_cls`` -> ``main(config)`` -> exit status.
 
@@ -243,8 +290,9 @@ def run(
       main: Takes the config, returns the exit status (None = 0).
       module_name: ``__name__`` of the entry module (whose docstring ``--help`` shows).
       errors: Exception types reported as a user error.
+      presets: Named sets of settings one flag chooses (``Presets``).
     """
-    define_flags(config_cls, module_name)
+    define_flags(config_cls, module_name, presets=presets)
     program = program_name(module_name)
 
     def user_error(message: str) -> int:
@@ -268,7 +316,7 @@ def run(
         if len(argv) > 1:
             sys.exit(user_error(f"unexpected arguments {argv[1:]}; every setting is a --flag"))
         try:
-            configs.append(config_from_flags(config_cls))
+            configs.append(config_from_flags(config_cls, presets=presets))
         except app.UsageError as e:
             sys.exit(user_error(str(e)))
         return argv

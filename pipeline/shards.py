@@ -104,7 +104,7 @@ def read_examples(
             logging.warning(
                 "%d shard file(s) for %d input pipelines: sharding by example instead of by "
                 "file (each worker reads all files). Write at least %d shards "
-                "(make_records --train_shards/--val_shards) to avoid this.",
+                "(make_records --train_shards/--val_shards/--test_shards) to avoid this.",
                 len(files),
                 num_pipelines,
                 num_pipelines,

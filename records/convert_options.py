@@ -28,11 +28,21 @@ class ConvertOptions:
     val_fraction: float = setting(
         0.2, "Fraction of images for the val split (chosen by sha256, stable).", minimum=0, below=1
     )
+    test_fraction: float = setting(
+        0.0,
+        "Fraction of images for a held-out test split (by sha256, taken from train only: "
+        "val stays as it is); 0: no test split.",
+        minimum=0,
+        below=1,
+    )
     train_shards: int | None = setting(
         None, "Train shard count (default: ~150 MB each, >= 4).", minimum=1
     )
     val_shards: int | None = setting(
         None, "Val shard count (default: ~150 MB each, >= 2).", minimum=1
+    )
+    test_shards: int | None = setting(
+        None, "Test shard count (default: ~150 MB each, >= 2).", minimum=1
     )
     max_short_side: int | None = setting(
         None,
@@ -76,6 +86,18 @@ class ConvertOptions:
         if isinstance(self.inputs, str):
             raise ValueError(f"inputs={self.inputs!r}: a tuple of paths, not one string")
         settings.check(self)
+        # Each below 1 is not enough: train gets what is left of the hash range.
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(
+                f"val_fraction={self.val_fraction} + --test_fraction={self.test_fraction} "
+                f"= {self.val_fraction + self.test_fraction:g} leaves nothing for train; "
+                "together they must be < 1"
+            )
+        if self.test_shards is not None and not self.test_fraction:
+            raise ValueError(
+                f"test_shards={self.test_shards} needs --test_fraction > 0 (without it "
+                "there is no test split)"
+            )
         if self.single_process and self.num_workers not in (None, 1):
             raise ValueError(
                 f"single_process conflicts with --num_workers={self.num_workers}; pass only one"

@@ -30,7 +30,7 @@ def convert_and_report(options: ConvertOptions) -> int:
     # Here, not at the top: they load TensorFlow, which --help does not need (5 s).
     import tensorflow as tf
 
-    from records import verify, writer
+    from records import schema, verify, writer
 
     # Parallel over photos, not inside one: records.photo runs several photos at once
     # (threads, each a tf.map_fn over a batch), and splitting each of its many small ops
@@ -53,15 +53,19 @@ def convert_and_report(options: ConvertOptions) -> int:
         return 1
     accounting = result.manifest["accounting"]
     splits = result.manifest["splits"]
+    # Every split the conversion has, in schema order (a manifest read back from the file,
+    # as for a conversion found done, has its keys sorted): "train 80, val 20[, test 10]".
+    per_split = ", ".join(
+        f"{name} {splits[name]['num_examples']}" for name in schema.SPLITS if name in splits
+    )
     logging.info(
-        "%s: %d inputs -> %d written (train %d, val %d), %d skipped, %d duplicates, "
+        "%s: %d inputs -> %d written (%s), %d skipped, %d duplicates, "
         "%d converted, %d resized; folders %d found -> %d read, %d skipped; "
         "%d shard(s) reused; %.1f s",
         options.output_dir,
         accounting["inputs_found"],
         accounting["written"],
-        splits["train"]["num_examples"],
-        splits["val"]["num_examples"],
+        per_split,
         accounting["skipped"],
         accounting["duplicates"],
         accounting["converted"],

@@ -14,7 +14,8 @@ Layout of the file (``records.writer._manifest``)::
    "splits": {"train": {"num_examples": int, "class_counts": {"cat": int, "dog": int},
                         "shards": [{"file": "train-00000-of-00004.tfrecord",
                                     "num_examples": int, "sha256": "<hex>"}, ...]},
-              "val": {...}},
+              "val": {...},
+              "test": {...}},  # only with --test_fraction > 0 (and older folders have none)
    "skipped": [...], "duplicates": [...], "converted": [...]}
 """
 
@@ -43,7 +44,7 @@ class Shard:
 
 @dataclasses.dataclass(frozen=True)
 class Split:
-    """One split (``train`` or ``val``) of a records directory."""
+    """One split (``train``, ``val`` or ``test``) of a records directory."""
 
     name: str
     num_examples: int
@@ -152,7 +153,8 @@ class Manifest:
             raise ValueError(
                 f"{self.path} lists no shards for split {name!r} (it has "
                 f"{sorted(s for s, info in self.splits.items() if info.shards)}); rerun "
-                "make_records (a val split needs --val_fraction > 0)"
+                "make_records (a val split needs --val_fraction > 0, a test split "
+                "--test_fraction > 0)"
             )
         if check_files:
             missing = [p for p in split.paths if not tf.io.gfile.exists(p)]

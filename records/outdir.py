@@ -126,7 +126,7 @@ def check_output_dir(options: ConvertOptions, plan: Plan, digest: str) -> str:
     if previous is not None and previous.get("plan_digest") == digest:
         if state == "done" and all(
             os.path.exists(os.path.join(output_dir, f))
-            for split in schema.SPLITS
+            for split in plan.splits
             for f in plan.shard_files(split)
         ):
             return "done"

@@ -1,12 +1,18 @@
 """Pass 1 of a conversion: every input listed, hashed, deduplicated, split and sharded.
 
 The plan is a pure function of the inputs' bytes and the settings: duplicates
-(byte-identical files; the smallest name is kept), the split
-(``int(sha256[:16], 16) < int(val_fraction * 2**64)`` -> val, so an image always lands in
-the same split on any machine or worker count, and copies cannot straddle splits), and
-the shards (each split's images sorted by sha256, which mixes the classes, cut into
-contiguous runs). ``Plan.digest`` names this exact conversion; ``records.writer``
-writes it (pass 2).
+(byte-identical files; the smallest name is kept), the split (``split_of``: with
+``u = int(sha256[:16], 16)``, val if ``u < int(val_fraction * 2**64)``, else test if
+``u < int(val_fraction * 2**64) + int(test_fraction * 2**64)``, else train; so an image
+always lands in the same split on any machine or worker count, and copies cannot
+straddle splits), and the shards (each split's images sorted by sha256, which mixes the
+classes, cut into contiguous runs). ``Plan.digest`` names this exact conversion;
+``records.writer`` writes it (pass 2).
+
+The test range sits just above val's, so test is cut out of what was train: turning
+``--test_fraction`` on moves no val image, and val scores stay comparable with those of
+earlier conversions. Without it the plan has no test split at all, and its digest,
+settings and shards are those of a conversion made before the test split existed.
 
 Every input found is in exactly one place of the plan: a shard, ``skipped`` (with its
 reason: unusable while listing, unreadable, empty, copies labelled both ways, named by
@@ -35,14 +41,46 @@ from records.inputs import sources
 # Default shard size: big enough that reading is sequential, small enough that a split
 # has several shards to spread over readers. Estimated from the source file sizes.
 TARGET_SHARD_BYTES = 150 * 2**20
-MIN_SHARDS = {"train": 4, "val": 2}
+MIN_SHARDS = {"train": 4, "val": 2, "test": 2}
+# Recorded in the settings (so in the digest). Without a test split the text is the one
+# conversions recorded before the test split existed, so their digests stay as they were.
 SPLIT_RULE = "int(sha256[:16], 16) < int(val_fraction * 2**64) -> val"
+SPLIT_RULE_WITH_TEST = (
+    f"{SPLIT_RULE}, < int(val_fraction * 2**64) + int(test_fraction * 2**64) -> test, else train"
+)
 
 
-def split_of(sha256: str, val_fraction: float) -> str:
-    """The split of an image, from its identity alone (stable everywhere)."""
-    # Integer comparison: exact, so no platform's float rounding can move an image.
-    return "val" if int(sha256[:16], 16) < int(val_fraction * 2**64) else "train"
+def split_rule(test_fraction: float) -> str:
+    """The ``split_rule`` a conversion with this ``test_fraction`` records."""
+    return SPLIT_RULE_WITH_TEST if test_fraction > 0 else SPLIT_RULE
+
+
+def splits_of(test_fraction: float) -> tuple[str, ...]:
+    """The splits a conversion has: ``schema.SPLITS``, less test when it takes none."""
+    return tuple(s for s in schema.SPLITS if s != "test" or test_fraction > 0)
+
+
+def split_of(sha256: str, val_fraction: float, test_fraction: float = 0.0) -> str:
+    """The split of an image, from its identity alone (stable everywhere).
+
+    Args:
+      sha256: Hex sha256 of the image's source bytes.
+      val_fraction: Share of the hash range that is val (its bottom).
+      test_fraction: Share that is test, right above val's.
+
+    Returns:
+      ``"val"``, ``"test"`` or ``"train"``.
+    """
+    # Integers throughout: exact, so no platform's float rounding can move an image. The
+    # test bound adds two truncated products rather than truncating (val + test) * 2**64:
+    # the float sum may round, which would let val's edge and test's disagree.
+    position = int(sha256[:16], 16)
+    val_bound = int(val_fraction * 2**64)
+    if position < val_bound:
+        return "val"
+    if position < val_bound + int(test_fraction * 2**64):
+        return "test"
+    return "train"
 
 
 def default_num_shards(split: str, num_examples: int, total_bytes: int) -> int:
@@ -72,7 +110,8 @@ class Plan:
       inputs_found: Files, rows, zip entries and unreadable folders found.
       skipped: Inputs found unusable while planning, as ``skip_entry`` dicts.
       duplicates: ``{"sha256", "kept", "dropped": [...]}`` per group of identical files.
-      shards: split -> shards, each a list of ``(source, sha256)``.
+      shards: split -> shards, each a list of ``(source, sha256)``; the splits in
+        ``schema.SPLITS`` order, test only when the conversion has one (``splits_of``).
       folders: ``{"found", "read", "skipped"}`` summed over the folder inputs.
     """
 
@@ -83,6 +122,11 @@ class Plan:
     duplicates: list[dict[str, Any]]
     shards: dict[str, list[list[tuple[sources.SourceImage, str]]]]
     folders: dict[str, int]
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The splits this conversion writes (an empty one too: its manifest entry)."""
+        return tuple(self.shards)
 
     def shard_files(self, split: str) -> list[str]:
         count = len(self.shards[split])
@@ -225,20 +269,23 @@ def make_plan(options: ConvertOptions, pool_map, progress) -> Plan:
     settings: dict[str, Any] = {
         "inputs": [d["path"] for d in described],
         "val_fraction": options.val_fraction,
-        "split_rule": SPLIT_RULE,
+        "split_rule": split_rule(options.test_fraction),
         "max_short_side": options.max_short_side,
         "jpeg_quality": options.jpeg_quality,
     }
     if excluded_setting is not None:
         # Only when given: the digest of a conversion without --exclude stays as it was.
         settings["exclude"] = excluded_setting
+    if options.test_fraction > 0:
+        # Likewise: without a test split, settings and shards are as they always were.
+        settings["test_fraction"] = options.test_fraction
     shards = {}
-    for split in schema.SPLITS:
+    for split in splits_of(options.test_fraction):
         members = sorted(
             (
                 (s, sha, size)
                 for s, sha, size in chosen
-                if split_of(sha, options.val_fraction) == split
+                if split_of(sha, options.val_fraction, options.test_fraction) == split
             ),
             key=lambda triple: triple[1],
         )

@@ -18,7 +18,9 @@ import tensorflow as tf
 # Labels follow the Kaggle competition: the submission's ``label`` is P(dog), so dog = 1.
 CLASS_NAMES: tuple[str, ...] = ("cat", "dog")
 
-SPLITS: tuple[str, ...] = ("train", "val")
+# Every split a records directory may hold, in the order they are listed. test is held
+# out: only conversions with --test_fraction > 0 have one (records.plan.splits_of).
+SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 MANIFEST_NAME = "manifest.json"
 # Bumped whenever the record or manifest layout changes incompatibly; readers check it.
@@ -35,7 +37,7 @@ HEIGHT = "image/height"
 WIDTH = "image/width"
 # sha256 (hex) of the *original source file's* bytes, not of the stored bytes: it is the
 # image's identity, so it stays the same whether or not --max_short_side re-encoded it.
-# The train/val split and duplicate detection are both keyed on it.
+# The split (train/val/test) and duplicate detection are both keyed on it.
 SHA256 = "image/key/sha256"
 
 FEATURE_SPEC: dict[str, tf.io.FixedLenFeature] = {

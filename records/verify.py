@@ -5,9 +5,10 @@ Usage:
 
 Checks each listed shard's sha256 and example count, every record's label, label text,
 height/width against the decoded image (``tf.io.decode_jpeg(channels=3)``), per-class
-counts per split, that no image identity (sha256 key) appears twice, that no
-unlisted shard files lie beside the listed ones, and the manifest's accounting.
-Exits 1 with the list of problems if any check fails.
+counts per split (train, val and test alike), that no image identity (sha256 key)
+appears twice, that each record lies in the split the manifest's split rule gives its
+sha256 (``records.plan.split_of``), that no unlisted shard files lie beside the listed
+ones, and the manifest's accounting. Exits 1 with the list of problems if any check fails.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
+import re
+from collections.abc import Callable
 
 import tensorflow as tf
 from absl import logging
 
 from core import files, settings
-from records import schema
+from records import plan, schema
 from records.manifest import Manifest
 
 # Records are parsed this many at a time with the schema's feature spec.
@@ -96,6 +99,24 @@ def _check_record(record: dict, class_names: tuple[str, ...], decode: bool) -> l
     return problems
 
 
+def _split_rule(manifest: Manifest) -> tuple[Callable[[str], str] | None, list[str]]:
+    """sha256 -> the split the manifest's rule puts it in (None: nothing to check against),
+    and the problems with the rule itself."""
+    found = manifest.data.get("settings") or {}
+    if "split_rule" not in found:
+        return None, []  # Not written by make_records (hand-made records in tests ...).
+    val_fraction = float(found.get("val_fraction", 0.0))
+    # Absent from conversions without a test split (the settings of older ones too).
+    test_fraction = float(found.get("test_fraction", 0.0))
+    if found["split_rule"] != plan.split_rule(test_fraction):
+        return None, [
+            f"settings: split_rule {found['split_rule']!r} is not this code's rule for "
+            f"test_fraction {test_fraction} ({plan.split_rule(test_fraction)!r}); split "
+            "membership not checked: rerun make_records"
+        ]
+    return lambda sha256: plan.split_of(sha256, val_fraction, test_fraction), []
+
+
 def _shard_records(path: str, file: str) -> tuple[list[dict], list[str], int]:
     """Every record of one shard, parsed; the problems found reading it; the records read."""
     records, problems, count = [], [], 0
@@ -110,6 +131,22 @@ def _shard_records(path: str, file: str) -> tuple[list[dict], list[str], int]:
     except tf.errors.OpError as e:
         problems.append(f"{file}: unreadable after record {count} ({e.message.splitlines()[0]})")
     return records, problems, count
+
+
+def _check_split(record: dict, split: str, split_of: Callable[[str], str] | None) -> list[str]:
+    """A record in another split than its sha256 belongs to: moved, or a rule not kept."""
+    if split_of is None:
+        return []
+    sha = record[schema.SHA256].decode("ascii", "replace")
+    if not re.fullmatch(r"[0-9a-f]{64}", sha):
+        return [f"{record['where']}: sha256 key {sha!r} is not 64 hex digits"]
+    expected = split_of(sha)
+    if expected != split:
+        return [
+            f"{record['where']}: sha256 {sha[:16]}... belongs in split {expected} by the "
+            f"manifest's split rule, but is in {split}"
+        ]
+    return []
 
 
 def verify_records(records_dir: str, decode: bool = True) -> list[str]:
@@ -127,7 +164,7 @@ def verify_records(records_dir: str, decode: bool = True) -> list[str]:
     except (FileNotFoundError, ValueError) as e:
         return [str(e)]
     class_names = manifest.class_names
-    problems: list[str] = []
+    split_of, problems = _split_rule(manifest)
     seen_sha: dict[bytes, str] = {}
     listed = set()
     for name, split in sorted(manifest.splits.items()):
@@ -152,6 +189,7 @@ def verify_records(records_dir: str, decode: bool = True) -> list[str]:
                     if sha in seen_sha:
                         problems.append(f"{record['where']}: same sha256 key as {seen_sha[sha]}")
                     seen_sha[sha] = record["where"]
+                    problems.extend(_check_split(record, name, split_of))
             if count != shard.num_examples:
                 problems.append(
                     f"{shard.file}: {count} examples, manifest says {shard.num_examples}"

@@ -165,7 +165,9 @@ def reason_kind(reason: str) -> str:
 
 def _manifest(plan: Plan, digest: str, sidecars: dict[str, dict[str, Any]]) -> dict:
     splits, skipped, converted = {}, list(plan.skipped), []
-    for split in schema.SPLITS:
+    # The plan's splits, not schema.SPLITS: a conversion without a test split lists none,
+    # so its manifest is the one it would have been before the test split existed.
+    for split in plan.splits:
         shards, class_counts = [], dict.fromkeys(schema.CLASS_NAMES, 0)
         for shard_file in plan.shard_files(split):
             sidecar = sidecars[shard_file]
@@ -297,7 +299,7 @@ def convert(options: ConvertOptions) -> ConversionResult:
             {"plan_digest": digest, "settings": plan.settings, "inputs_found": plan.inputs_found},
         )
         sidecars, pending = {}, []
-        for split in schema.SPLITS:
+        for split in plan.splits:
             for index, shard_file in enumerate(plan.shard_files(split)):
                 sidecar = outdir.finished_sidecar(options.output_dir, shard_file, digest)
                 if sidecar is None:

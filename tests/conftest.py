@@ -42,6 +42,37 @@ TINY_TRAIN_SETTINGS = dict(
 )
 
 
+class ScriptedValAccuracy:
+    """Mixin for a Keras callback: each epoch's val_accuracy becomes ``values[epoch]``.
+
+    fit validates through the model's evaluate and makes its logs the epoch's val_* logs:
+    changed there, every callback's on_epoch_end sees the script, whatever its place in the
+    list, so early stopping and the best checkpoint follow the script, not the training
+    trajectory. Used in-process (test_fit) and by tests/train_runner.py's Probe.
+    """
+
+    def script_val_accuracy(self, values: list[float] | None) -> None:
+        self.val_accuracy, self.epoch = values, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_begin(self, logs=None):
+        if self.val_accuracy is None:
+            return
+        evaluate = self.model.evaluate
+
+        def scripted_evaluate(*args, **kwargs):
+            logs = evaluate(*args, **kwargs)
+            logs["accuracy"] = self.val_accuracy[self.epoch]
+            return logs
+
+        self.model.evaluate = scripted_evaluate
+
+    def on_train_end(self, logs=None):
+        self.model.__dict__.pop("evaluate", None)
+
+
 # `make_records` with a test-only hook: `python -c KILLED_AFTER_SHARDS N --flags...` SIGKILLs
 # its whole process group (itself and its pool workers, like a real kill) right after the
 # Nth shard is renamed to its final name, so the kill lands at the same point on any
@@ -109,11 +140,16 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 
 
 def train_command(records_dir, model_dir, *flags: str) -> list[str]:
-    """`python -m trainer.train` with the two required flags, then ``flags``."""
+    """`python -m trainer.train` with the two required flags, then ``flags``.
+
+    ``--recipe=none`` first: the tests' flags start from ``TrainConfig``'s plain defaults,
+    as tests/train_runner.py's do, not from the default recipe's (a later --recipe wins).
+    """
     return [
         sys.executable,
         "-m",
         "trainer.train",
+        "--recipe=none",
         f"--records_dir={records_dir}",
         f"--model_dir={model_dir}",
         *flags,

@@ -107,9 +107,14 @@ def test_planted_flips_are_ranked_first_and_flagged(flipped_records, tmp_path):
 
 def test_features_stay_aligned_with_names_across_interleaved_shards(tmp_path):
     # Each image is one flat colour that encodes its number; the "base" is the mean colour.
-    examples = {"train": [], "val": []}
+    # All three splits: a test split is audited (and shown) like the others.
+    examples = {"train": [], "val": [], "test": []}
+
+    def split_of(number: int) -> str:
+        return "train" if number < 20 else "val" if number < 25 else "test"
+
     for number in range(30):
-        split = "train" if number < 20 else "val"
+        split = split_of(number)
         pixels = np.full((16, 16, 3), 8 * number, np.uint8)
         buffer = io.BytesIO()
         Image.fromarray(pixels).save(buffer, "JPEG", quality=100)
@@ -126,7 +131,7 @@ def test_features_stay_aligned_with_names_across_interleaved_shards(tmp_path):
     ):
         number = int(name.split(".")[1])
         np.testing.assert_allclose(vector, 8 * number, atol=2)
-        assert label == number % 2 and split == ("train" if number < 20 else "val")
+        assert label == number % 2 and split == split_of(number)
     # The grid's second pass finds the same records again by (split, position).
     rows = [0, 7, 19, 22, 29]
     pictures = audit_features.images_at(

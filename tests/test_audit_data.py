@@ -14,7 +14,6 @@ import pytest
 
 from benchmarks import near_copies
 from conftest import REPO_ROOT, SAMPLE_DIR, convert, write_records
-from records import schema
 from trainer import audit_data
 from trainer.audit import data, neighbours, neither, report
 
@@ -68,6 +67,19 @@ def test_duplicates_group_chains_and_keep_the_val_copy():
     # One per group kept: the val member (2), else the smallest name ("d" = 4).
     assert found.keep_instead.tolist() == [2, 2, -1, 4, -1, -1]
     assert found.closest[5] == -1 and found.closest[3] == 4
+
+
+def test_duplicates_keep_the_held_out_copy_val_first_then_test():
+    rng = np.random.default_rng(2)
+    base = rng.normal(size=(3, 16))
+    # Groups {0, 1}, {2, 3}, {4, 5}; each member's name sorts before the one to keep.
+    vectors = np.repeat(base, 2, axis=0) + rng.normal(0, 0.01, (6, 16))
+    splits = ("train", "test", "test", "val", "train", "train")
+    names = ("a", "b", "c", "d", "e", "f")
+    found = neighbours.duplicates(neighbours.nearest(vectors, 2), splits, names, 0.9)
+    # train + test: the test copy stays, so the test split is as it was (a crossing pair
+    # either way: the report flags it). test + val: val. Both train: the smaller name.
+    assert found.keep_instead.tolist() == [1, -1, 3, -1, -1, 4]
 
 
 # --- neither ----------------------------------------------------------------------------
@@ -259,7 +271,7 @@ def test_the_report_keeps_its_contract(sample_audit):
         if "duplicate" in r["flagged"].split(";"):
             assert r["duplicate_of"] in by_name
             assert "duplicate" not in by_name[r["duplicate_of"]]["flagged"]
-    assert {r["split"] for r in rows} == set(schema.SPLITS)
+    assert {r["split"] for r in rows} == {"train", "val"}  # converted without a test split
     page = (audit_dir / report.INDEX_NAME).read_text()
     assert f"<td>near-duplicate pairs</td><td>{len(pairs)}</td>" in page
     crossing = sum(p["crosses_split"] == "1" for p in pairs)

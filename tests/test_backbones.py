@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO_ROOT, subprocess_env, train_command
-from trainer.models import backbones
+from trainer.models import backbones, efficientnet_lite
 from trainer.models import model as model_lib
 from trainer.training.config import TrainConfig
 
@@ -33,6 +33,15 @@ BOUNDARIES = {
     "efficientnet_lite0": {
         "freeze_layers": ("head_relu6", None),
         "fine_tune": ("block14_add", "block15_expand_conv"),
+    },
+    # 21 blocks: the last stage is block 20.
+    "efficientnet_lite1": {
+        "freeze_layers": ("head_relu6", None),
+        "fine_tune": ("block19_add", "block20_expand_conv"),
+    },
+    "efficientnet_lite2": {
+        "freeze_layers": ("head_relu6", None),
+        "fine_tune": ("block19_add", "block20_expand_conv"),
     },
     "mobilenetv2": {
         "freeze_layers": ("out_relu", None),
@@ -63,7 +72,16 @@ def test_default_freeze_counts_end_on_stage_boundaries(name):
         assert (names[count] if count < len(names) else None) == first_trained, (name, key)
 
 
-@pytest.mark.parametrize("name", backbones.NAMES)
+# Lite1 and Lite2 go through Lite0's code path at 4-5 s each (2 busy cores): slow only.
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(name, marks=pytest.mark.slow)
+        if name in ("efficientnet_lite1", "efficientnet_lite2")
+        else name
+        for name in backbones.NAMES
+    ],
+)
 def test_build_freeze_unfreeze_save_and_reload(name, tmp_path):
     model = model_lib.build_model(config(name, freeze_layers=None))
     base = model_lib.base_model(model)
@@ -94,6 +112,8 @@ def test_build_freeze_unfreeze_save_and_reload(name, tmp_path):
         ("small_cnn", lambda x: x / 255.0),
         # The EfficientNet-Lite reference preprocessing (not mobilenet's x / 127.5 - 1).
         ("efficientnet_lite0", lambda x: (x - 127.0) / 128.0),
+        ("efficientnet_lite1", lambda x: (x - 127.0) / 128.0),
+        ("efficientnet_lite2", lambda x: (x - 127.0) / 128.0),
     ],
 )
 def test_preprocessing_matches_keras_eagerly_and_in_dataset_map(name, reference):
@@ -195,6 +215,22 @@ def test_imagenet_download_failure_says_what_to_do(name, file_name, monkeypatch,
     message = str(error.value)
     assert file_name in message and str(tmp_path / "keras_home" / "models") in message
     assert f"--weights=/path/to/{file_name}" in message and "--weights=none" in message
+
+
+def test_efficientnet_lite_backbones_come_from_their_variants():
+    # Name, weights file, ImageNet head and native size all of the same variant: a
+    # copy-paste slip would give Lite2 the Lite1 file or head. (That each file converts
+    # from its own package: tests/test_efficientnet_lite.py.)
+    names = [name for name in backbones.NAMES if name.startswith("efficientnet_lite")]
+    assert names == list(efficientnet_lite.VARIANTS)
+    for name in names:
+        spec, variant = backbones.get(name), efficientnet_lite.VARIANTS[name]
+        assert spec.imagenet_weights((96, 96)).file_name == f"{name}_imagenet_notop.weights.h5"
+        assert spec.native_size == variant.native_size
+        bias = efficientnet_lite.imagenet_state_dict(name)["_fc.bias"]
+        np.testing.assert_array_equal(spec.imagenet_classifier()[1], bias)
+    assert [backbones.get(name).native_size for name in names] == [224, 240, 260]
+    assert backbones.get("vgg16").native_size is None
 
 
 def test_mobilenetv2_weights_file_follows_the_image_size():

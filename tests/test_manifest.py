@@ -61,6 +61,9 @@ def test_unknown_split_names_the_splits_there_are(tiny_records):
     assert manifest.num_examples("test") == 0
     with pytest.raises(ValueError, match=r"no shards for split 'test' \(it has \['train', 'val'\]"):
         manifest.split("test")
+    # Records made before --test_fraction (or without it) have no test split: say how.
+    with pytest.raises(ValueError, match="a test split --test_fraction > 0"):
+        manifest.split("test")
 
 
 def test_a_split_without_shards_asks_for_a_val_fraction(tmp_path):

@@ -128,9 +128,9 @@ def test_every_input_is_in_exactly_one_place(folder):
 
 def test_requested_shard_counts_are_filled_evenly_in_sha_order(folder):
     the_plan = _plan(folder, train_shards=3, val_shards=2)
-    assert [len(the_plan.shards[s]) for s in schema.SPLITS] == [3, 2]
+    assert [len(the_plan.shards[s]) for s in the_plan.splits] == [3, 2]
     assert the_plan.shard_files("train") == [schema.shard_name("train", i, 3) for i in range(3)]
-    for split in schema.SPLITS:
+    for split in the_plan.splits:
         sizes = [len(shard) for shard in the_plan.shards[split]]
         assert max(sizes) - min(sizes) <= 1 and min(sizes) > 0
         shas = [sha for shard in the_plan.shards[split] for _, sha in shard]
@@ -140,7 +140,7 @@ def test_requested_shard_counts_are_filled_evenly_in_sha_order(folder):
 
 def test_default_shard_counts_are_the_minimum_for_small_splits_and_never_empty(folder):
     the_plan = _plan(folder)
-    for split in schema.SPLITS:
+    for split in the_plan.splits:
         count = len(_placed_in(the_plan, split))
         assert len(the_plan.shards[split]) == min(plan.MIN_SHARDS[split], count)
     assert plan.default_num_shards("train", 0, 0) == 0
@@ -162,6 +162,7 @@ def _placed_in(the_plan: plan.Plan, split: str) -> list[str]:
         {"val_shards": 3},
         {"max_short_side": 160},
         {"jpeg_quality": 80},
+        {"test_fraction": 0.2},
     ],
     ids=lambda change: next(iter(change)),
 )
@@ -179,3 +180,104 @@ def test_the_digest_ignores_settings_the_output_does_not_depend_on(folder):
         lambda what, total: _NoProgress(),
     )
     assert again.digest == base.digest
+
+
+# --- the held-out test split -------------------------------------------------------------
+
+
+def test_three_way_split_edges_are_exact_integers():
+    def at(position: int) -> str:
+        return f"{position:016x}" + "0" * 48
+
+    # 0.1 + 0.2 rounds up (0.30000000000000004) and 0.2 + 0.05 down: a bound taken from the
+    # float sum would be 512 above, or 256 below, the sum of the two integer bounds.
+    for val_fraction, test_fraction in ((0.1, 0.2), (0.2, 0.05)):
+        val_bound = int(val_fraction * 2**64)
+        test_bound = val_bound + int(test_fraction * 2**64)
+        assert plan.split_of(at(val_bound - 1), val_fraction, test_fraction) == "val"
+        assert plan.split_of(at(val_bound), val_fraction, test_fraction) == "test"
+        assert plan.split_of(at(test_bound - 1), val_fraction, test_fraction) == "test"
+        assert plan.split_of(at(test_bound), val_fraction, test_fraction) == "train"
+    assert plan.split_of("0" * 64, 0.0, 0.3) == "test"  # no val: test starts at 0
+    assert plan.split_of("f" * 64, 0.2, 0.3) == "train"
+
+
+def test_a_test_split_takes_only_former_train_images_and_val_stays():
+    shas = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(3000)]
+    before = [plan.split_of(sha, 0.2) for sha in shas]
+    after = [plan.split_of(sha, 0.2, 0.1) for sha in shas]
+    assert [a == "val" for a in after] == [b == "val" for b in before]
+    moved = [(b, a) for b, a in zip(before, after) if a != b]
+    assert moved and set(moved) == {("train", "test")}
+    assert 220 < sum(a == "test" for a in after) < 380  # ~10 %
+    # A larger test split contains the smaller one: it only grows into train.
+    larger = [plan.split_of(sha, 0.2, 0.25) for sha in shas]
+    assert all(b == "test" for a, b in zip(after, larger) if a == "test")
+
+
+def test_a_plan_with_a_test_split(folder, tmp_path):
+    without, with_test = (
+        _plan(folder, val_fraction=0.3),
+        _plan(folder, val_fraction=0.3, test_fraction=0.3),
+    )
+    before, after = placed_splits(without), placed_splits(with_test)
+    assert set(after) == set(before)
+    assert {n for n, s in after.items() if s == "val"} == {
+        n for n, s in before.items() if s == "val"
+    }
+    tested = {n for n, s in after.items() if s == "test"}
+    assert tested and all(before[n] == "train" for n in tested)
+    # Byte-identical copies are one image: one sha256, so one split, never straddling.
+    shutil.copy(folder / "dog.4.jpg", folder / "dog.40.jpg")
+    copies = _plan(folder, val_fraction=0.3, test_fraction=0.3)
+    assert placed_splits(copies) == after  # dog.40 dropped as a duplicate of dog.4
+    assert with_test.splits == ("train", "val", "test")
+    assert with_test.settings["test_fraction"] == 0.3
+    assert with_test.settings["split_rule"] == plan.SPLIT_RULE_WITH_TEST
+    assert len(with_test.shards["test"]) == min(plan.MIN_SHARDS["test"], len(tested))
+    assert with_test.settings["test_shards"] == len(with_test.shards["test"])
+    assert with_test.digest != without.digest
+    asked = _plan(folder, val_fraction=0.3, test_fraction=0.3, test_shards=3)
+    assert asked.shard_files("test") == [schema.shard_name("test", i, 3) for i in range(3)]
+    assert asked.digest != with_test.digest
+
+
+def test_without_test_fraction_the_plan_is_todays(folder):
+    """No test split: the settings (hence the digest), splits and shard names are exactly
+    those conversions had before --test_fraction existed, so their folders still resume."""
+    the_plan = _plan(folder)
+    assert the_plan.digest == _plan(folder, test_fraction=0.0).digest
+    assert the_plan.splits == ("train", "val") and "test" not in the_plan.shards
+    # The settings as they were, written out: one more key, or another rule text, and
+    # every earlier conversion would be "a different conversion" to a rerun.
+    assert the_plan.settings == {
+        "inputs": [str(folder)],
+        "val_fraction": 0.5,
+        "split_rule": "int(sha256[:16], 16) < int(val_fraction * 2**64) -> val",
+        "max_short_side": None,
+        "jpeg_quality": 90,
+        "train_shards": 4,
+        "val_shards": 2,
+    }
+    # An empty val split keeps its entry (and settings.val_shards 0), as it always did.
+    no_val = _plan(folder, val_fraction=0.0)
+    assert no_val.shards["val"] == [] and no_val.settings["val_shards"] == 0
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (
+            {"val_fraction": 0.6, "test_fraction": 0.4},
+            r"val_fraction=0.6 \+ --test_fraction=0.4 = 1 leaves nothing for train",
+        ),
+        ({"val_fraction": 0.0, "test_fraction": 1.0}, "test_fraction=1.0 must be < 1"),
+        ({"test_fraction": -0.1}, r"test_fraction=-0.1 must be >= 0"),
+        ({"test_shards": 2}, "test_shards=2 needs --test_fraction > 0"),
+    ],
+)
+def test_test_fraction_bounds(settings, message):
+    with pytest.raises(ValueError, match=message):
+        ConvertOptions(inputs=("x",), output_dir="y", **settings)
+    # Just below 1 together is allowed.
+    ConvertOptions(inputs=("x",), output_dir="y", val_fraction=0.5, test_fraction=0.49)

@@ -254,3 +254,61 @@ def test_a_run_logs_its_settings_as_the_non_default_flags(tmp_path):
     )
     assert result.stderr.splitlines()[-1].startswith("train: error: no manifest.json in ")
     assert result.stderr.count("train: error:") == 1
+
+
+# Presets (``train --recipe``): a preset field chooses named values for the other fields.
+PRESET_VALUES = {"long": {"epochs": 50, "shape": "round"}, "short": {"epochs": 2}}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PresetConfig(Config):
+    preset: str = setting("none", "The preset.", choices=(*PRESET_VALUES, "none"))
+
+
+def _lookup(name: str) -> dict:
+    if name not in PRESET_VALUES:
+        raise ValueError(f"preset={name!r}: no such preset")
+    return PRESET_VALUES[name]
+
+
+PRESETS = settings.Presets(field="preset", default="long", lookup=_lookup)
+
+
+def preset_config_from(*args: str, flagfile=None) -> PresetConfig:
+    flag_values = flags.FlagValues()
+    settings.define_flags(PresetConfig, flag_values=flag_values, presets=PRESETS)
+    flag_values(["command", *args])
+    return settings.config_from_flags(PresetConfig, flag_values, presets=PRESETS)
+
+
+def test_the_default_preset_applies_and_its_values_are_the_flags_defaults():
+    flag_values = flags.FlagValues()
+    settings.define_flags(PresetConfig, flag_values=flag_values, presets=PRESETS)
+    # --help shows what a run with no flags does: the default preset's values.
+    assert flag_values["epochs"].default == 50 and flag_values["shape"].default == "round"
+    assert flag_values["preset"].default == "long"
+    config = preset_config_from("--records_dir=r")
+    assert (config.preset, config.epochs, config.shape) == ("long", 50, "round")
+
+
+def test_a_preset_fills_the_flags_not_given_and_an_explicit_flag_wins(tmp_path):
+    config = preset_config_from("--records_dir=r", "--preset=short", "--shape=round")
+    # epochs from the preset, shape given explicitly, cache from the field's default.
+    assert (config.preset, config.epochs, config.shape, config.cache) == ("short", 2, "round", False)
+    # Not the default preset's shape: a preset not named is not applied at all.
+    assert preset_config_from("--records_dir=r", "--preset=short").shape == "square"
+    # An explicit value equal to the field's default still wins over the preset.
+    assert preset_config_from("--records_dir=r", "--epochs=10").epochs == 10
+    flagfile = tmp_path / "run.flags"
+    flagfile.write_text("--epochs=7\n")
+    assert preset_config_from("--records_dir=r", f"--flagfile={flagfile}").epochs == 7
+
+
+def test_preset_none_is_the_fields_own_defaults():
+    config = preset_config_from("--records_dir=r", "--preset=none")
+    assert config == PresetConfig(records_dir="r")
+
+
+def test_a_required_flag_is_still_required_under_a_preset():
+    with pytest.raises(app.UsageError, match=r"--records_dir is required"):
+        preset_config_from("--preset=short")

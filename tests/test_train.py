@@ -49,8 +49,9 @@ def test_flagfile_run(tiny_records, tmp_path):
 
 
 def test_imagenet_download_failure_is_a_clear_error(tiny_records, tmp_path):
-    # Nothing listens on port 9: the download fails, like on a machine offline. (That a
-    # network that never answers cannot hang it: test_model's socket-timeout test.)
+    # The card's recipe on a machine offline: nothing listens on port 9, so the VGG16
+    # download fails. (That a network that never answers cannot hang it: test_model's
+    # socket-timeout test.)
     env = subprocess_env(
         KERAS_HOME=str(tmp_path / "keras_home"),
         https_proxy="http://127.0.0.1:9",
@@ -63,7 +64,7 @@ def test_imagenet_download_failure_is_a_clear_error(tiny_records, tmp_path):
             "trainer.train",
             f"--records_dir={tiny_records}",
             f"--model_dir={tmp_path / 'model'}",
-            "--weights=imagenet",
+            "--recipe=vgg16",
             "--image_size=32",
             "--batch_size=8",
         ],

@@ -26,6 +26,23 @@ def converted(tmp_path):
     return out
 
 
+@pytest.fixture
+def with_test(tmp_path):
+    """A conversion with all three splits: 12 cats and 12 dogs, val 0.25, test 0.25."""
+    write_kaggle_folder(tmp_path / "train", 12)
+    out = tmp_path / "with_test"
+    writer.convert(
+        writer.ConvertOptions(
+            inputs=(str(tmp_path / "train"),),
+            output_dir=str(out),
+            val_fraction=0.25,
+            test_fraction=0.25,
+            progress=False,
+        )
+    )
+    return out
+
+
 def _edit_manifest(records_dir, edit) -> None:
     path = records_dir / schema.MANIFEST_NAME
     manifest = json.loads(path.read_text())
@@ -145,3 +162,54 @@ def test_command_exits_1_and_lists_problems(converted):
     assert result.returncode == 1, result.stderr
     assert "val-00000-of-00002.tfrecord: sha256 differs" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_test_split_is_checked_like_the_others(with_test):
+    manifest = json.loads((with_test / schema.MANIFEST_NAME).read_text())
+    assert manifest["splits"]["test"]["num_examples"] > 0
+    assert verify.verify_records(str(with_test)) == []
+
+    def tamper(manifest):
+        manifest["splits"]["test"]["class_counts"]["dog"] += 1
+
+    _edit_manifest(with_test, tamper)
+    problems = verify.verify_records(str(with_test))
+    assert len(problems) == 1 and "split test:" in problems[0], problems
+    (with_test / "test-00001-of-00002.tfrecord").unlink()
+    problems = verify.verify_records(str(with_test))
+    assert "test-00001-of-00002.tfrecord: listed in the manifest but missing" in problems
+
+
+def test_a_record_outside_the_split_its_sha256_gives_is_named(with_test):
+    """A test record whose key the rule puts in train (the shard's sha256 in the manifest
+    updated too, so that only the split rule can tell)."""
+    shard = with_test / "test-00000-of-00002.tfrecord"
+    examples = [
+        tf.train.Example.FromString(r)
+        for r in tf.data.TFRecordDataset(str(shard)).as_numpy_iterator()
+    ]
+    moved = examples[0].features.feature[schema.SHA256].bytes_list
+    moved.value[0] = b"f" * 64  # the top of the hash range: train for any fractions < 1
+    with tf.io.TFRecordWriter(str(shard)) as w:
+        for example in examples:
+            w.write(example.SerializeToString(deterministic=True))
+    shard_sha = hashlib.sha256(shard.read_bytes()).hexdigest()
+
+    def update(manifest):
+        manifest["splits"]["test"]["shards"][0]["sha256"] = shard_sha
+
+    _edit_manifest(with_test, update)
+    problems = verify.verify_records(str(with_test))
+    assert problems == [
+        "test-00000-of-00002.tfrecord record 0: sha256 ffffffffffffffff... belongs in split "
+        "train by the manifest's split rule, but is in test"
+    ]
+
+
+def test_a_split_rule_this_code_does_not_know_is_a_problem(converted):
+    def tamper(manifest):
+        manifest["settings"]["split_rule"] = "sha256[0] in '01' -> val"
+
+    _edit_manifest(converted, tamper)
+    problems = verify.verify_records(str(converted))
+    assert len(problems) == 1 and "split_rule \"sha256[0] in '01' -> val\" is not" in problems[0]

@@ -41,10 +41,11 @@ def manifest_without_run(records_dir) -> dict:
     return manifest
 
 
-def test_round_trip_bytes_labels_counts(tmp_path):
+@pytest.mark.parametrize("test_fraction", [0.0, 0.3], ids=["train_val", "with_test"])
+def test_round_trip_bytes_labels_counts(tmp_path, test_fraction):
     folder = tmp_path / "train"
     paths = write_kaggle_folder(folder, 12)
-    result = convert([folder], tmp_path / "out", val_fraction=0.3)
+    result = convert([folder], tmp_path / "out", val_fraction=0.3, test_fraction=test_fraction)
     assert result.state == "fresh"
     records = read_records(tmp_path / "out")
     by_name = {r[schema.FILENAME].decode(): r for split in records.values() for r in split}
@@ -59,8 +60,10 @@ def test_round_trip_bytes_labels_counts(tmp_path):
         assert (record[schema.HEIGHT], record[schema.WIDTH]) == (48, 64)
     manifest = result.manifest
     assert manifest["class_names"] == ["cat", "dog"]
-    for split in schema.SPLITS:
-        info = manifest["splits"][split]
+    # A test split only when asked for; without one the manifest lists none (as before).
+    assert list(manifest["splits"]) == ["train", "val", "test"][: 3 if test_fraction else 2]
+    for split, info in manifest["splits"].items():
+        assert info["shards"], f"no {split} shards"
         assert (
             info["num_examples"]
             == len(records[split])
@@ -86,12 +89,13 @@ def test_round_trip_bytes_labels_counts(tmp_path):
     # The split follows the rule exactly, and shards are sha-sorted (classes mixed).
     for split, rows in records.items():
         shas = [r[schema.SHA256].decode() for r in rows]
-        assert all(plan.split_of(sha, 0.3) == split for sha in shas)
+        assert all(plan.split_of(sha, 0.3, test_fraction) == split for sha in shas)
         assert shas == sorted(shas)
     # Nothing but shards and the manifest is left behind.
     assert sorted(os.listdir(tmp_path / "out")) == sorted(
         [s["file"] for i in manifest["splits"].values() for s in i["shards"]] + ["manifest.json"]
     )
+    assert verify.verify_records(str(tmp_path / "out")) == []
 
 
 def test_split_is_a_pure_function_of_the_hash():
@@ -306,16 +310,20 @@ def test_refuses_shards_it_did_not_make(tmp_path):
         convert([folder], file)
 
 
-def test_resume_reuses_finished_shards_and_redoes_the_rest(tmp_path):
+@pytest.mark.parametrize("settings", [{}, {"test_fraction": 0.25}], ids=["train_val", "with_test"])
+def test_resume_reuses_finished_shards_and_redoes_the_rest(tmp_path, settings):
     """In-process resume bookkeeping; the subprocess SIGKILL test is in test_make_records."""
     folder = tmp_path / "train"
     write_kaggle_folder(folder, 8)
     reference = tmp_path / "reference"
-    convert([folder], reference)
+    convert([folder], reference, **settings)
     out = tmp_path / "out"
-    convert([folder], out)
+    convert([folder], out, **settings)
     manifest = json.loads((out / schema.MANIFEST_NAME).read_text())
-    files = [s["file"] for info in manifest["splits"].values() for s in info["shards"]]
+    # In split order (the file's keys are sorted: test would come first).
+    splits = [split for split in schema.SPLITS if split in manifest["splits"]]
+    files = [s["file"] for split in splits for s in manifest["splits"][split]["shards"]]
+    assert ("test" in splits) == bool(settings)
     # Rebuild the state of a run killed after two shards: plan + their sidecars, a
     # half-written temp file of the third, no manifest.
     work = out / writer.WORK_DIR
@@ -339,7 +347,7 @@ def test_resume_reuses_finished_shards_and_redoes_the_rest(tmp_path):
     (out / schema.MANIFEST_NAME).unlink()
     (out / files[1]).write_bytes(b"corrupted after it was finished")  # must be redone
 
-    result = convert([folder], out)
+    result = convert([folder], out, **settings)
     assert result.state == "resume" and result.shards_reused == 1
     assert shard_bytes(out) == shard_bytes(reference)
     assert manifest_without_run(out) == manifest_without_run(reference)

@@ -18,6 +18,7 @@ import signal
 import keras
 from absl import flags
 
+from conftest import ScriptedValAccuracy
 from core import settings
 from trainer.models import model as model_lib
 from trainer.training import fit
@@ -55,7 +56,7 @@ flags.DEFINE_integer(
 FLAGS = flags.FLAGS
 
 
-class Probe(keras.callbacks.Callback):
+class Probe(ScriptedValAccuracy, keras.callbacks.Callback):
     """The callback behind this runner's flags."""
 
     def __init__(
@@ -70,7 +71,7 @@ class Probe(keras.callbacks.Callback):
         self.phase_two_start = phase_two_start
         self.kill_at = kill_at
         self.dump_dir = dump_dir
-        self.val_accuracy = val_accuracy
+        self.script_val_accuracy(val_accuracy)
         self.events = os.fdopen(events_fd, "w", buffering=1) if events_fd is not None else None
         self.epoch = None
         self.dumped = False
@@ -86,24 +87,10 @@ class Probe(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.dumped = False  # Once per fit, i.e. per phase.
-        if self.val_accuracy is not None:
-            # fit validates through the model's evaluate and makes its logs the epoch's
-            # val_* logs: changed there, every callback's on_epoch_end sees the script,
-            # whatever its place in the list.
-            evaluate = self.model.evaluate
-
-            def scripted_evaluate(*args, **kwargs):
-                logs = evaluate(*args, **kwargs)
-                logs["accuracy"] = self.val_accuracy[self.epoch]
-                return logs
-
-            self.model.evaluate = scripted_evaluate
-
-    def on_train_end(self, logs=None):
-        self.model.__dict__.pop("evaluate", None)
+        super().on_train_begin(logs)
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
+        super().on_epoch_begin(epoch, logs)
         if self.dump_dir and not self.dumped:
             self.dumped = True
             prefix = os.path.join(self.dump_dir, f"phase{self._phase(epoch)}")

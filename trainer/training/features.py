@@ -94,14 +94,41 @@ def check_base_frozen(model: keras.Model) -> None:
         )
 
 
-def _extract(extractor: keras.Model, data: tf.data.Dataset, total: int, split: str) -> Split:
+def check_fits(needed: int, max_gb: float | None, what: str, instead: str) -> None:
+    """Raises ValueError when ``needed`` bytes of host memory exceed the limit.
+
+    The rule decode_once uses too: ``max_gb``, else ``DEFAULT_MEMORY_FRACTION`` of
+    MemAvailable, estimated from the manifest before any work.
+
+    Args:
+      needed: Bytes the cache will take.
+      max_gb: An explicit limit in GB, or None.
+      what: The message's start ("--input_mode=features needs ~1.2 GB for ...").
+      instead: What to do instead.
+    """
+    limit = max_gb * 1e9 if max_gb is not None else None
+    available = decode_once.available_bytes()
+    if limit is None and available is not None:
+        limit = decode_once.DEFAULT_MEMORY_FRACTION * available
+    if limit is not None and needed > limit:
+        raise ValueError(f"{what}, more than the {limit / 1e9:.2f} GB allowed; {instead}")
+
+
+def extract(
+    extractor: keras.Model,
+    data: tf.data.Dataset,
+    total: int,
+    what: str,
+    dtype: np.dtype = np.float32,
+) -> Split:
+    """``extractor``'s output for every batch of ``data`` (images, labels), as ``dtype``."""
     # The project's progress (core.progress): tqdm on a terminal, a log line every few
     # seconds elsewhere (Keras' Progbar redraws into log files on Linux).
-    progress = Progress(f"{split} features", total, enabled=None)
+    progress = Progress(what, total, enabled=None)
     features, labels = [], []
     try:
         for images, batch_labels in data:
-            features.append(np.asarray(extractor.predict_on_batch(images), dtype=np.float32))
+            features.append(np.asarray(extractor.predict_on_batch(images), dtype=dtype))
             labels.append(batch_labels.numpy())
             progress.update(len(labels[-1]))
     finally:
@@ -121,26 +148,23 @@ def compute(
     extractor = feature_model(model)
     dims = math.prod(extractor.output_shape[1:])
     num_images = manifest.num_examples("train") + manifest.num_examples("val")
-    # Same memory rule as decode_once: the estimate from the manifest, before any work.
     needed = num_images * dims * 4
-    limit = max_gb * 1e9 if max_gb is not None else None
-    available = decode_once.available_bytes()
-    if limit is None and available is not None:
-        limit = decode_once.DEFAULT_MEMORY_FRACTION * available
-    if limit is not None and needed > limit:
-        raise ValueError(
-            f"--input_mode=features needs ~{needed / 1e9:.2f} GB for {num_images} feature "
-            f"vectors of {dims} floats, more than the {limit / 1e9:.2f} GB allowed; use "
-            "--pooling=avg (1 vector per image instead of a flattened map) or --input_mode=stream"
-        )
+    check_fits(
+        needed,
+        max_gb,
+        f"--input_mode=features needs ~{needed / 1e9:.2f} GB for {num_images} feature "
+        f"vectors of {dims} floats",
+        "use --pooling=avg (1 vector per image instead of a flattened map) or "
+        "--input_mode=stream",
+    )
     image_size = model_lib.input_size(model)
     start = time.perf_counter()
     splits = {
-        split: _extract(
+        split: extract(
             extractor,
             dataset_lib.eval_dataset(manifest, batch_size, split=split, image_size=image_size),
             manifest.num_examples(split),
-            split,
+            f"{split} features",
         )
         for split in ("train", "val")
     }
@@ -158,6 +182,19 @@ def compute(
     return cache
 
 
+def _slices(split: Split) -> tf.data.Dataset:
+    return tf.data.Dataset.from_tensor_slices((split.features, split.labels))
+
+
+def _batched(ds: tf.data.Dataset, split: Split, batch_size: int, drop_remainder: bool):
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    if split.features.dtype != np.float32:
+        # Kept narrower in memory (the bottom cache stores float16); cast per batch, after
+        # the shuffle, so the buffer holds the narrow copies.
+        ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y))
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
 def train_dataset(
     split: Split,
     batch_size: int,
@@ -165,21 +202,21 @@ def train_dataset(
     input_context: tf.distribute.InputContext | None = None,
 ) -> tf.data.Dataset:
     """One shuffled pass of full batches, like ``pipeline.dataset.train_dataset``."""
-    ds = tf.data.Dataset.from_tensor_slices((split.features, split.labels))
+    ds = _slices(split)
     if input_context is not None:
         ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
         batch_size = input_context.get_per_replica_batch_size(batch_size)
     # The whole split fits in the buffer (it is in memory already): a full shuffle.
     ds = ds.shuffle(len(split.labels), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return _batched(ds, split, batch_size, drop_remainder=True)
 
 
 def eval_dataset(
     split: Split, batch_size: int, input_context: tf.distribute.InputContext | None = None
 ) -> tf.data.Dataset:
     """Every vector once, in record order, last batch partial (``eval_dataset``'s contract)."""
-    ds = tf.data.Dataset.from_tensor_slices((split.features, split.labels))
+    ds = _slices(split)
     if input_context is not None:
         ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
         batch_size = input_context.get_per_replica_batch_size(batch_size)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return _batched(ds, split, batch_size, drop_remainder=False)

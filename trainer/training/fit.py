@@ -24,7 +24,14 @@ from absl import logging
 from records.manifest import Manifest
 from trainer import plots
 from trainer.models import model as model_lib
-from trainer.models.files import CURVES_NAME, HISTORY_NAME, METRICS_NAME, MODEL_NAME
+from trainer.models.files import (
+    BEST_MODEL_NAME,
+    CURVES_NAME,
+    HISTORY_NAME,
+    METRICS_NAME,
+    MODEL_NAME,
+)
+from trainer.training import bottom_cache
 from trainer.training import callbacks as callbacks_lib
 from trainer.training import features as features_lib
 from trainer.training import optimizers, precision, progress, resume
@@ -46,6 +53,7 @@ class _Phase:
     backup_dir: str
     # Base layers to freeze before compiling; None keeps the model as built.
     freeze_layers: int | None = None
+    lr_schedule: str = "constant"
     # 0 for phase one, 1 for fine-tuning: recorded in the phase's backups.
     index: int = 0
 
@@ -70,12 +78,18 @@ class _Run:
 
 
 def compile_model(
-    model: keras.Model, config: TrainConfig, learning_rate: float, total_steps: int
+    model: keras.Model,
+    config: TrainConfig,
+    learning_rate: float,
+    total_steps: int,
+    lr_schedule: str | None = None,
 ) -> None:
-    """Compiles ``model`` for one training phase: optimizer, schedule, loss, XLA."""
+    """Compiles ``model`` for one training phase: optimizer, schedule (default
+    ``config.lr_schedule``), loss, XLA."""
+    lr_schedule = lr_schedule or config.lr_schedule
     model.compile(
         optimizer=optimizers.make_optimizer(
-            config.optimizer, learning_rate, config.momentum, config.lr_schedule, total_steps
+            config.optimizer, learning_rate, config.momentum, lr_schedule, total_steps
         ),
         loss=(
             "sparse_categorical_crossentropy" if config.head == "softmax" else "binary_crossentropy"
@@ -96,6 +110,7 @@ def _run_phase(run: _Run, phase: _Phase, append_history: bool) -> None:
             config,
             phase.learning_rate,
             (phase.end_epoch - phase.initial_epoch) * run.data.steps_per_epoch,
+            phase.lr_schedule,
         )
     logging.info(
         "%s: epochs %d..%d, learning rate %g, %d of %d weights trainable",
@@ -244,7 +259,16 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
         write_dir,
         extra_callbacks=tuple(callbacks),
     )
-    phases = [_Phase("phase one", 0, config.epochs, config.learning_rate, backup_dir)]
+    phases = [
+        _Phase(
+            "phase one",
+            0,
+            config.epochs,
+            config.learning_rate,
+            backup_dir,
+            lr_schedule=config.lr_schedule,
+        )
+    ]
     if config.fine_tune_epochs:
         phases.append(
             _Phase(
@@ -255,6 +279,7 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
                 # Its own backup directory: the optimizer differs from phase one's.
                 backup_dir + FINE_TUNE_BACKUP_SUFFIX,
                 freeze_layers=config.fine_tune_freeze,
+                lr_schedule=config.fine_tune_lr_schedule,
                 index=1,
             )
         )
@@ -279,8 +304,15 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
         )
         # The killed run may have written rows for epochs after its last backup.
         resume.truncate_history(history_csv, resume_state["epoch"])
+    cached_bottom = None
     for phase in phases[start:]:
-        if phase.index > 0 and feature_cache is not None:
+        if phase.index > 0 and config.fine_tune_cached_views:
+            # The frozen bottom runs once over augmented views; only the top trains.
+            cached_bottom = bottom_cache.compute(inference_model, manifest, config)
+            run.data = make_data(config, manifest, strategy, cached_bottom)
+            with strategy.scope():
+                run.fit_model = bottom_cache.top_model(inference_model, config.fine_tune_freeze)
+        elif phase.index > 0 and feature_cache is not None:
             # Fine-tuning trains base layers, so it streams images through the whole model.
             run.data = make_data(
                 dataclasses.replace(config, input_mode="stream"), manifest, strategy
@@ -288,6 +320,14 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
             run.fit_model = inference_model
         _run_phase(run, phase, append_history=phase.index > 0 or resume_state is not None)
 
+    best_path = os.path.join(write_dir, BEST_MODEL_NAME)
+    shipped_epoch = None
+    if config.restore_best and run.best_epoch is not None and os.path.isfile(best_path):
+        # The best epoch on val, not the last: a head that over-fits after its best epoch
+        # would otherwise ship a worse model than the one it had (docs/training.md).
+        inference_model.load_weights(best_path)
+        shipped_epoch = run.best_epoch + 1
+        logging.info("model.keras: the best epoch's weights (epoch %d)", shipped_epoch)
     inference_model.save(os.path.join(write_dir, MODEL_NAME))
     metrics = {
         "strategy": strategy_lib.strategy_name(strategy),
@@ -309,7 +349,19 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
             if feature_cache is not None
             else None
         ),
+        "bottom_cache": (
+            {
+                "views": cached_bottom.views,
+                "seconds": cached_bottom.seconds,
+                "images_per_sec": cached_bottom.images_per_sec,
+            }
+            if cached_bottom is not None
+            else None
+        ),
         **_history_metrics(history_csv),
+        # The epoch whose weights model.keras holds (1-based; the last one without
+        # --restore_best or when no epoch was better than the first).
+        "model_epoch": shipped_epoch,
         "settings": dataclasses.asdict(config),
         # How the training images were stored: predict prepares its inputs the same way.
         "records_settings": manifest.data.get("settings") or {},
