@@ -165,7 +165,9 @@ class _Scripted(ScriptedValAccuracy, keras.callbacks.Callback):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("restore_best", [True, False])
-def test_model_keras_holds_the_best_epoch_unless_told_otherwise(tiny_records, tmp_path, restore_best):
+def test_model_keras_holds_the_best_epoch_unless_told_otherwise(
+    tiny_records, tmp_path, restore_best
+):
     config = TrainConfig(
         records_dir=str(tiny_records),
         model_dir=str(tmp_path / "model"),
@@ -179,9 +181,7 @@ def test_model_keras_holds_the_best_epoch_unless_told_otherwise(tiny_records, tm
     metrics = fit.train(config, callbacks=[_Scripted([0.5, 0.9, 0.6])])
     shipped = model_lib.load_model(str(tmp_path / "model" / "model.keras"))
     best = model_lib.load_model(str(tmp_path / "model" / "best.keras"))
-    same = all(
-        np.array_equal(a, b) for a, b in zip(shipped.get_weights(), best.get_weights())
-    )
+    same = all(np.array_equal(a, b) for a, b in zip(shipped.get_weights(), best.get_weights()))
     assert metrics["best_val_accuracy_epoch"] == 2
     if restore_best:
         assert same and metrics["model_epoch"] == 2

@@ -64,7 +64,13 @@ def test_train_without_flags_runs_the_default_recipe_and_help_says_so():
 def test_the_makefile_reads_the_records_settings_from_the_recipe():
     # What `make records RECIPE=accurate` passes to make_records (no TensorFlow import).
     result = subprocess.run(
-        [sys.executable, "-m", "trainer.training.recipes", "--recipe=accurate", "--print=split_flags"],
+        [
+            sys.executable,
+            "-m",
+            "trainer.training.recipes",
+            "--recipe=accurate",
+            "--print=split_flags",
+        ],
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,

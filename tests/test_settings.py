@@ -294,7 +294,12 @@ def test_the_default_preset_applies_and_its_values_are_the_flags_defaults():
 def test_a_preset_fills_the_flags_not_given_and_an_explicit_flag_wins(tmp_path):
     config = preset_config_from("--records_dir=r", "--preset=short", "--shape=round")
     # epochs from the preset, shape given explicitly, cache from the field's default.
-    assert (config.preset, config.epochs, config.shape, config.cache) == ("short", 2, "round", False)
+    assert (config.preset, config.epochs, config.shape, config.cache) == (
+        "short",
+        2,
+        "round",
+        False,
+    )
     # Not the default preset's shape: a preset not named is not applied at all.
     assert preset_config_from("--records_dir=r", "--preset=short").shape == "square"
     # An explicit value equal to the field's default still wins over the preset.

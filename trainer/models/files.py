@@ -17,7 +17,9 @@ from absl import logging
 from records.manifest import Manifest
 from records.photo import StoreSettings
 
-MODEL_NAME = "model.keras"  # the shipped weights: the best epoch's, or the last with --norestore_best
+MODEL_NAME = (
+    "model.keras"  # the shipped weights: the best epoch's, or the last with --norestore_best
+)
 BEST_MODEL_NAME = "best.keras"  # the best epoch's (by val accuracy)
 METRICS_NAME = "metrics.json"  # final metrics, settings, records_settings
 HISTORY_NAME = "history.csv"  # one row per epoch

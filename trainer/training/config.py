@@ -59,7 +59,8 @@ class TrainConfig:
     freeze_layers: int | None = setting(
         None,
         "How many base layers (counting its input) stay frozen. Default: the backbone's "
-        "(vgg16 15 = through block4; small_cnn 0; mobilenetv2/resnet50 all). 0 = none.",
+        "(vgg16 15 = through block4; small_cnn 0; efficientnet_lite0 141, lite1/lite2 186, "
+        "mobilenetv2, resnet50: the whole base). 0 = none.",
         minimum=0,
     )
     dense_units: int = setting(256, "Hidden dense units of the head.", minimum=1)
@@ -158,7 +159,8 @@ class TrainConfig:
     fine_tune_freeze_layers: int | None = setting(
         None,
         "Phase two: base layers kept frozen. Default: the backbone's (vgg16 11 = through "
-        "block3; small_cnn 0; mobilenetv2 116, resnet50 143 = all but the last stage).",
+        "block3; small_cnn 0; efficientnet_lite0 130, lite1/lite2 175, mobilenetv2 116, resnet50 "
+        "143 = all but the last stage).",
         minimum=0,
     )
     fine_tune_learning_rate: float = setting(1e-5, "Phase two learning rate.", minimum=0)

@@ -154,8 +154,7 @@ def compute(
         max_gb,
         f"--input_mode=features needs ~{needed / 1e9:.2f} GB for {num_images} feature "
         f"vectors of {dims} floats",
-        "use --pooling=avg (1 vector per image instead of a flattened map) or "
-        "--input_mode=stream",
+        "use --pooling=avg (1 vector per image instead of a flattened map) or --input_mode=stream",
     )
     image_size = model_lib.input_size(model)
     start = time.perf_counter()

@@ -31,10 +31,9 @@ from trainer.models.files import (
     METRICS_NAME,
     MODEL_NAME,
 )
-from trainer.training import bottom_cache
+from trainer.training import bottom_cache, optimizers, precision, progress, resume
 from trainer.training import callbacks as callbacks_lib
 from trainer.training import features as features_lib
-from trainer.training import optimizers, precision, progress, resume
 from trainer.training import strategy as strategy_lib
 from trainer.training.config import TrainConfig
 from trainer.training.data import TrainData, make_data, model_augmenter

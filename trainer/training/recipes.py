@@ -120,6 +120,12 @@ RECIPES: dict[str, Recipe] = {
                 "fine_tune_learning_rate": 1e-4,
                 "fine_tune_lr_schedule": "warmup_cosine",
                 "fine_tune_cached_views": 4,
+                # The fine-tune runs its whole cosine schedule and its last epoch is
+                # shipped: 641 val photos cannot tell 0.995 from 0.997 (the first run had
+                # val_accuracy tied at 0.9953 in 7 of 11 epochs, so early stopping ended
+                # the fine-tune and the best-epoch rule shipped the head's epoch 4).
+                "early_stopping_patience": 0,
+                "restore_best": False,
             },
             tta="flip",
         ),
@@ -208,4 +214,6 @@ if __name__ == "__main__":
     try:
         print(_print(args["recipe"], args["print"]))
     except (KeyError, ValueError) as e:
-        sys.exit(f"recipes: error: {e} (usage: --recipe=NAME --print=split_flags|max_short_side|tta)")
+        sys.exit(
+            f"recipes: error: {e} (usage: --recipe=NAME --print=split_flags|max_short_side|tta)"
+        )
