@@ -122,7 +122,7 @@ demo: records preview train
 	  --predictions=$(DEMO)/predictions.csv --verbosity=-1
 	@echo "one training batch as the model saw it: $(DEMO)/batch.png"
 	@echo "what the model gets wrong: $(MODEL)/eval_test*_mistakes.png (confusion matrix: $(MODEL)/eval_test*_confusion.png)"
-	@echo "other recipes: make demo RECIPE=accurate (the most accurate, ~30 min), RECIPE=frozen," \
+	@echo "other recipes: make demo RECIPE=accurate (the most accurate, ~15 min), RECIPE=frozen," \
 	  "RECIPE=small_cnn (from scratch), RECIPE=vgg16 (the card's; needs the VGG16 weights and a GPU)"
 
 test: setup
