@@ -27,6 +27,7 @@ from absl import logging
 from pipeline import dataset as dataset_lib
 from records.manifest import Manifest
 from trainer.models import model as model_lib
+from trainer.training import data as data_lib
 from trainer.training import features as features_lib
 from trainer.training.config import TrainConfig
 
@@ -124,16 +125,11 @@ def compute(
         "use fewer views or --fine_tune_cached_views=0 (stream)",
     )
     start = time.perf_counter()
-    # Each pass of the training pipeline reshuffles and draws new crops, flips and jitter.
-    train = dataset_lib.train_dataset(
-        manifest,
-        config.batch_size,
-        image_size=config.image_shape,
-        augment=config.augment,
-        augment_strength=config.augment_strength,
-        seed=config.seed,
-        deterministic=config.deterministic,
-        shuffle_buffer=config.shuffle_buffer,
+    # The training pipeline itself (train's own function, so the views are augmented
+    # exactly as a streamed epoch would be); each pass reshuffles and draws new crops,
+    # flips and jitter.
+    train = data_lib.train_pipeline(
+        dataclasses.replace(config, input_mode="stream"), manifest
     ).repeat(views)
     val = dataset_lib.eval_dataset(manifest, config.batch_size, image_size=config.image_shape)
     cache = BottomCache(
