@@ -174,7 +174,7 @@ def test_metadata(trained, exported):
         "max_pixels": 65_000_000,
     }
     assert metadata["threshold"] == 0.5
-    assert metadata["source_model"]["val_accuracy"] == training_metrics["final_val_accuracy"]
+    assert metadata["source_model"]["val_accuracy"] == training_metrics["model_val_accuracy"]
     assert metadata["source_model"]["sha256"] == export_lib.sha256_file(str(model_path))
     assert metadata["calibration"]["images"] == 16
     written = {

@@ -90,6 +90,7 @@ def test_train_with_features_then_a_streamed_fine_tune_phase(tiny_records, tmp_p
         fine_tune_epochs=1,
         fine_tune_freeze_layers=15,
         fine_tune_learning_rate=1e-3,
+        restore_best=False,  # The last epoch's weights: what the fine-tune trained.
         **TINY,
     )
     keras.utils.set_random_seed(config.seed)
@@ -122,6 +123,7 @@ def test_head_trained_on_features_is_the_saved_models_head(tiny_records, tmp_pat
         model_dir=str(tmp_path / "model"),
         input_mode="features",
         epochs=2,
+        restore_best=False,  # model.keras is then the last epoch's, as final_val_accuracy.
         **TINY,
     )
     metrics = fit.train(config)

@@ -137,6 +137,7 @@ def test_second_phase_unfreezes_more_layers(tiny_records, tmp_path):
         fine_tune_epochs=1,
         fine_tune_freeze_layers=11,
         fine_tune_learning_rate=1e-3,
+        restore_best=False,  # The last epoch's weights: what phase two trained.
         **TINY,
     )
     keras.utils.set_random_seed(config.seed)
@@ -185,5 +186,7 @@ def test_model_keras_holds_the_best_epoch_unless_told_otherwise(
     assert metrics["best_val_accuracy_epoch"] == 2
     if restore_best:
         assert same and metrics["model_epoch"] == 2
+        assert metrics["model_val_accuracy"] == metrics["best_val_accuracy"] == 0.9
     else:
         assert not same and metrics["model_epoch"] is None
+        assert metrics["model_val_accuracy"] == metrics["final_val_accuracy"] == 0.6

@@ -342,6 +342,8 @@ FEATURES_FLAGS = [
     "--freeze_layers=141",
     "--input_mode=features",
     "--pooling=avg",
+    # model.keras is then the head the run trained to its end, not its best epoch's.
+    "--norestore_best",
     "--optimizer=adam",
     "--learning_rate=1e-3",
     "--augment=none",

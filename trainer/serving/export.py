@@ -68,11 +68,12 @@ def _files(folder: str) -> Iterable[str]:
 
 
 def _val_accuracy(model_path: str, metrics: dict) -> float | None:
-    # train writes model.keras (the final weights) and best.keras (the best epoch's).
-    key = (
-        "best_val_accuracy" if os.path.basename(model_path) == model_files.BEST_MODEL_NAME else None
-    )
-    return metrics.get(key or "final_val_accuracy")
+    # train writes best.keras (the best epoch's weights) and model.keras (the best epoch's
+    # too by default, the last one's with --norestore_best: metrics' model_val_accuracy;
+    # folders from before it existed hold the last epoch's).
+    if os.path.basename(model_path) == model_files.BEST_MODEL_NAME:
+        return metrics.get("best_val_accuracy")
+    return metrics.get("model_val_accuracy", metrics.get("final_val_accuracy"))
 
 
 def export(

@@ -365,6 +365,10 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
         # How the training images were stored: predict prepares its inputs the same way.
         "records_settings": manifest.data.get("settings") or {},
     }
+    # The val accuracy of the weights in model.keras (what export reports as its source's).
+    metrics["model_val_accuracy"] = metrics.get(
+        "best_val_accuracy" if shipped_epoch is not None else "final_val_accuracy"
+    )
     if chief:
         with open(os.path.join(config.model_dir, METRICS_NAME), "w") as f:
             json.dump(metrics, f, indent=2)
