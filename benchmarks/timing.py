@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -36,6 +37,23 @@ def machine_load() -> list[float]:
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:
         return []
+
+
+def timed_command(command: list[str]) -> dict[str, float]:
+    """Runs ``command`` to the end (TensorFlow's C++ lines hidden) and times it by wall
+    clock, with the 1-minute load before and after (a command's own children count).
+
+    Raises:
+      subprocess.CalledProcessError: The command failed.
+    """
+    load_before = os.getloadavg()[0]
+    start = time.perf_counter()
+    subprocess.run(command, check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    return {
+        "seconds": round(time.perf_counter() - start, 1),
+        "load_before": round(load_before, 2),
+        "load_after": round(os.getloadavg()[0], 2),
+    }
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,10 +1,10 @@
 """Random-resized crop, flip and jitter of already-decoded images, on the host or the accelerator.
 
 The decode-once input mode (``pipeline.decode_once``) keeps every training image as a
-fixed-size uint8 array, so augmentation is pure array work on a batch. It has the same
-distribution as the fused crop-decode (``pipeline.fused``): a crop of 35%..100% of the
-area with an aspect change of 3:4..4:3 at strength 1, a horizontal flip with
-probability 1/2, brightness +-8% and contrast +-15%, resized to the output size.
+fixed-size uint8 array, so augmentation is pure array work on a batch. Its crop box, flip
+and jitter come from the sampler the fused crop-decode (``pipeline.fused``) uses,
+``pipeline.crop_jitter``, as fractions of the image instead of whole pixels; the crop is
+resized to the output size.
 
 * ``augment_batch`` (host): one ``tf.image.crop_and_resize`` for the whole batch (the
   flip is the crop box with its x-ends swapped), then one multiply-add and a rounding cast.
@@ -22,44 +22,36 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
-from pipeline import decode, fused
-
-# Uniform random numbers per image: area, aspect, top, left, flip, contrast, brightness.
-NUM_UNIFORMS = 7
+from pipeline import crop_jitter, decode
 
 
 def sample_boxes(uniforms: tf.Tensor, strength: float) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Crop boxes and jitter for a batch of square images, from uniform [0, 1) numbers.
 
     Args:
-      uniforms: float [N, NUM_UNIFORMS].
-      strength: >= 0; 0 gives the whole image, flipped or not, no jitter.
+      uniforms: float [N, crop_jitter.NUM_UNIFORMS].
+      strength: As ``crop_jitter.sample``'s.
 
     Returns:
       (boxes float [N, 4] as normalised [y1, x1, y2, x2] with x1 > x2 for a flipped crop,
-      scale float [N], offset float [N]) for ``fused.jitter_to_uint8``.
+      scale float [N], offset float [N]) for ``crop_jitter.jitter_to_uint8``.
+
+    Raises:
+      ValueError: ``strength`` out of range.
     """
-    min_area = 1.0 - (1.0 - fused._MIN_AREA_AT_FULL_STRENGTH) * strength  # noqa: SLF001
-    max_aspect = fused._MAX_ASPECT_CHANGE_AT_FULL_STRENGTH  # noqa: SLF001
-    log_aspect = tf.math.log(1.0 + (max_aspect - 1.0) * strength)
-    area = min_area + (1.0 - min_area) * uniforms[:, 0]
-    aspect = tf.exp(log_aspect * (2.0 * uniforms[:, 1] - 1.0))
-    heights = tf.minimum(tf.sqrt(area / aspect), 1.0)
-    widths = tf.minimum(tf.sqrt(area * aspect), 1.0)
-    tops = uniforms[:, 2] * (1.0 - heights)
-    lefts = uniforms[:, 3] * (1.0 - widths)
-    rights = lefts + widths
-    flip = uniforms[:, 4] < 0.5
+    # Sizes of 1.0: the window comes out as fractions of the image, a crop_and_resize box.
+    draw = crop_jitter.sample(uniforms, 1.0, 1.0, strength, whole_pixels=False)
+    rights = draw.lefts + draw.widths
     boxes = tf.stack(
-        [tops, tf.where(flip, rights, lefts), tops + heights, tf.where(flip, lefts, rights)],
+        [
+            draw.tops,
+            tf.where(draw.flip, rights, draw.lefts),
+            draw.tops + draw.heights,
+            tf.where(draw.flip, draw.lefts, rights),
+        ],
         axis=1,
     )
-    brightness = fused._BRIGHTNESS_DELTA_AT_FULL_STRENGTH * strength * 255.0  # noqa: SLF001
-    contrast = fused._CONTRAST_DELTA_AT_FULL_STRENGTH * strength  # noqa: SLF001
-    scale = 1.0 + contrast * (2.0 * uniforms[:, 5] - 1.0)
-    # As in pipeline.fused: contrast around mid-grey, +0.5 so the final cast rounds.
-    offset = 127.5 * (1.0 - scale) + brightness * (2.0 * uniforms[:, 6] - 1.0) + 0.5
-    return boxes, scale, offset
+    return boxes, draw.scale, draw.offset
 
 
 def augment_batch(
@@ -68,10 +60,10 @@ def augment_batch(
     """Host-side augmentation of a batch: uint8 [B, S, S, 3] -> uint8 [B, H, W, 3]."""
     height, width = decode.size_pair(image_size)
     count = tf.shape(images)[0]
-    uniforms = tf.random.stateless_uniform([count, NUM_UNIFORMS], batch_seed)
+    uniforms = crop_jitter.stateless_uniforms(count, batch_seed)
     boxes, scale, offset = sample_boxes(uniforms, strength)
     crops = tf.image.crop_and_resize(images, boxes, tf.range(count), (height, width))
-    return fused.jitter_to_uint8(crops, scale, offset, jitter=strength > 0)
+    return crop_jitter.jitter_to_uint8(crops, scale, offset, jitter=strength > 0)
 
 
 def _interpolation(starts, ends, in_size: int, out_size: int) -> tf.Tensor:
@@ -124,11 +116,11 @@ class DecodedCropAugment(keras.layers.Layer):
             resized = tf.image.resize(tf.cast(images, tf.float32), self.image_size)
             return tf.saturate_cast(resized + 0.5, tf.uint8)
         uniforms = keras.random.uniform(
-            (tf.shape(images)[0], NUM_UNIFORMS), seed=self.seed_generator
+            (tf.shape(images)[0], crop_jitter.NUM_UNIFORMS), seed=self.seed_generator
         )
         boxes, scale, offset = sample_boxes(uniforms, self.strength)
         crops = bilinear_crops(images, boxes, self.image_size)
-        return fused.jitter_to_uint8(crops, scale, offset, jitter=self.strength > 0)
+        return crop_jitter.jitter_to_uint8(crops, scale, offset, jitter=self.strength > 0)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], *self.image_size, input_shape[-1])

@@ -104,6 +104,26 @@ def _cache(dataset: tf.data.Dataset, cache: bool | str) -> tf.data.Dataset:
     return dataset.cache("" if cache is True else str(cache))
 
 
+def _through_service(batches: tf.data.Dataset, service: str, mode: str) -> tf.data.Dataset:
+    """``batches`` made on the tf.data service's workers, in processing mode ``mode``."""
+    logging.info("tf.data service at %s, processing_mode=%s", service, mode)
+    if mode == "parallel_epochs":
+        # One job over the repeated chain. Each service job builds the chain afresh from
+        # its graph, so a job per pass would restart the seeded shuffles and the batch
+        # seed stream every pass: with a seed, every epoch would be the first. Repeated on
+        # the worker, each pass is a new iteration of the same datasets, whose seed
+        # generators move on exactly as the local chain's do when it is iterated again.
+        batches = batches.repeat()
+    # distributed_epoch keeps one job per pass, because a job is what the service makes
+    # exactly once: its dispatcher hands out each file once per job. Repeated on the
+    # workers, one worker starts the next repetition's files while another still reads
+    # the current one, so no consumer could tell where a pass ends. The price: with a
+    # seed, every pass restarts the seeded chain (docs/pipeline.md).
+    return batches.apply(
+        tf.data.experimental.service.distribute(processing_mode=mode, service=service)
+    )
+
+
 def train_dataset(
     manifest: Manifest,
     batch_size: int,
@@ -123,7 +143,11 @@ def train_dataset(
     """Shuffled, augmented training batches; one pass over the split per iteration.
 
     Not repeated: iterate it once per epoch (or ``.repeat()`` it). Each iteration
-    reshuffles and re-samples the augmentation.
+    reshuffles and re-samples the augmentation. Through the tf.data service in
+    ``parallel_epochs`` mode it is endless instead: the passes come back to back from one
+    service job, batch for batch those of the local chain's successive iterations, so
+    iterate it once and count steps (the trainer does); every new iteration is a new job
+    and starts again from the first pass.
 
     Args:
       manifest: The records directory's manifest (``Manifest.load``).
@@ -144,8 +168,9 @@ def train_dataset(
         shard files (by example, with a warning, if there are fewer files than workers).
       data_service: ``grpc://host:port`` of a tf.data service dispatcher; the chain then
         runs on the service's workers (``pipeline_service`` starts them).
-      data_service_mode: ``"parallel_epochs"`` (every consumer gets a full pass) or
-        ``"distributed_epoch"`` (the service splits one pass among consumers).
+      data_service_mode: ``"parallel_epochs"`` (every service worker makes whole passes,
+        endlessly) or ``"distributed_epoch"`` (one pass per iteration, split among the
+        workers: each example exactly once, or at most once if a worker restarts).
 
     Returns:
       A dataset of (uint8 [B, H, W, 3], int32 [B]) with static B (drop_remainder).
@@ -201,12 +226,7 @@ def train_dataset(
         deterministic=deterministic,
     )
     if data_service:
-        logging.info("tf.data service at %s, processing_mode=%s", data_service, data_service_mode)
-        batches = batches.apply(
-            tf.data.experimental.service.distribute(
-                processing_mode=data_service_mode, service=data_service
-            )
-        )
+        batches = _through_service(batches, data_service, data_service_mode)
     # Prefetch once, last: overlaps producing batch n+1 with the consumer's step n.
     return batches.with_options(options(deterministic)).prefetch(tf.data.AUTOTUNE)
 

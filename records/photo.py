@@ -1,10 +1,10 @@
 """How a photo file's bytes become what a record stores: the one definition, in TF ops.
 
 ``prepare`` is a graph-safe function of a scalar string tensor. Every path that turns a
-photo into model input runs it: ``make_records`` (``records.writer``, in a tf.data
-map), ``predict`` and the exported SavedModel's bytes signature (``pipeline.photos``,
-then validation's ``pipeline.decode.decode_and_resize``), the TFLite client helper, and
-``records.images`` (the eager wrapper that gives a bad photo's reason in words). Being
+photo into model input runs it: ``make_records`` (``records.writer``, through
+``records.stored_photo``, the Python wrapper that gives a bad photo's reason in words),
+``predict`` and the exported SavedModel's bytes signature (``pipeline.photos``, then
+validation's ``pipeline.decode.decode_and_resize``) and the TFLite client helper. Being
 TensorFlow ops, it runs unchanged inside a SavedModel graph with no Python, no Pillow
 and no ``py_function``: there is no second copy of the rules to drift.
 
@@ -17,21 +17,23 @@ The rules, in order:
 2. The size is read from the header (string ops on the bytes) and checked against
    ``max_pixels`` *before* any pixel is decoded, so a few-KB file claiming 30000x30000
    cannot allocate gigabytes. A JPEG over it is decoded reduced in the DCT domain
-   (1/2, 1/4, 1/8: ``draft_scale``); any other format over it is refused.
+   (1/2, 1/4, 1/8: ``photo_header._draft_scale``); any other format over it is refused.
 3. A JPEG or PNG that ends before its end marker (EOI after the scan; IEND) is refused
    as truncated before decoding: decoders fail a whole batch on it, and a server must
    flag the one row instead.
-4. The EXIF Orientation (TIFF IFD0 tag 0x0112, in a JPEG's APP1 segment or a PNG's
-   eXIf chunk) is applied, so the stored picture is upright as a viewer shows it.
+4. The EXIF Orientation (TIFF IFD0 tag 0x0112, in a JPEG's first APP1 segment that holds
+   EXIF, a PNG's eXIf chunk or a WebP's EXIF chunk; the same bytes anywhere else are
+   ignored) is applied, so the stored picture is upright as a viewer shows it.
 5. Pixels become 8-bit RGB: 16-bit samples rounded to 8 bits, transparency composited
    onto white.
 6. A picture whose shorter side exceeds ``max_short_side`` is shrunk to it (Lanczos-3
-   with antialiasing; ``resized_size``), and whatever was changed is re-encoded as a
+   with antialiasing; ``_resized_size``), and whatever was changed is re-encoded as a
    baseline 4:2:0 JPEG at ``jpeg_quality``. An RGB JPEG that needs none of this is stored
    byte for byte.
 
 Bytes that pass the checks but are damaged inside (JPEG has no checksum) make the decode
-op fail; callers in tf.data use ``ignore_errors`` and report the row.
+op fail; callers run batches through ``records.photo_batches`` (or, in a graph,
+``pipeline.photos.photo_batch``), which refuse that photo alone.
 """
 
 from __future__ import annotations
@@ -67,20 +69,6 @@ class StoreSettings:
             max_short_side=settings.get("max_short_side"),
             jpeg_quality=int(settings.get("jpeg_quality", ConvertOptions.jpeg_quality)),
         )
-
-
-def resized_size(width: int, height: int, max_short_side: int | None) -> tuple[int, int]:
-    """(width, height) with the shorter side at most ``max_short_side``; never upscales.
-
-    The Python twin of ``_resized_size`` (the graph's), for plans and tests.
-    """
-    short = min(width, height)
-    if max_short_side is None or short <= max_short_side:
-        return width, height
-    scale = max_short_side / short
-    if width <= height:
-        return max_short_side, max(1, round(height * scale))
-    return max(1, round(width * scale)), max_short_side
 
 
 # --- decoding -------------------------------------------------------------------------
@@ -164,7 +152,9 @@ def _orient(image: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
 
 
 def _resized_size(height, width, max_short_side: int) -> tuple[tf.Tensor, tf.Tensor]:
-    """Graph twin of ``resized_size`` (tf.round rounds half to even, like Python's round)."""
+    """(height, width) with the shorter side at ``max_short_side``, the longer rounded (half
+    to even) and at least 1; ``prepare`` calls it only for a picture whose shorter side is
+    longer (it never upscales)."""
     scale = max_short_side / tf.cast(tf.minimum(height, width), tf.float64)
 
     def longer(side):
@@ -242,7 +232,7 @@ def prepare(data: tf.Tensor, settings: StoreSettings, validate: bool = True) -> 
     scale = tf.maximum(fields["scale"], 1)
     height, width = -(-full_height // scale), -(-full_width // scale)
     if settings.max_short_side:
-        # The stored size follows from the picture's own size (resized_size), whatever
+        # The stored size follows from the picture's own size (_resized_size), whatever
         # the decode's scale: the reduced decode is never smaller than it.
         resized = tf.minimum(full_height, full_width) > settings.max_short_side
         new_height, new_width = _resized_size(full_height, full_width, settings.max_short_side)
@@ -319,7 +309,8 @@ def prepare_batch_function(settings: StoreSettings):
 
     One call per batch instead of per photo: the Python dispatch and the GIL are paid once
     for N photos, and the loop runs several photos at once on TensorFlow's threads. A photo
-    the decoder refuses fails the whole call (callers retry that batch photo by photo).
+    the decoder refuses fails the whole call (``records.photo_batches.run`` runs that batch
+    again photo by photo).
     """
     signature = {key: tf.TensorSpec([], dtype) for key, dtype in FIELD_DTYPES.items()}
     return tf.function(
@@ -332,15 +323,5 @@ def prepare_batch_function(settings: StoreSettings):
         input_signature=[tf.TensorSpec([None], tf.string)],
         # The code is written with tf.cond/tf.case, not Python ifs on tensors: without
         # AutoGraph's source conversion the trace takes a fraction of the time.
-        autograph=False,
-    )
-
-
-@functools.lru_cache(maxsize=16)
-def prepare_function(settings: StoreSettings, validate: bool = True):
-    """``prepare`` as a traced ``tf.function`` of a scalar string, one per settings."""
-    return tf.function(
-        lambda data: prepare(data, settings, validate),
-        input_signature=[tf.TensorSpec([], tf.string)],
         autograph=False,
     )

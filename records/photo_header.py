@@ -1,15 +1,21 @@
 """What a photo file's bytes are, read from its header before any pixel is decoded.
 
 String and integer ops on the bytes (graph-safe, no decoding): the format by content, the
-size each format's header claims, a JPEG's components and EXIF orientation (a PNG's from
-its eXIf chunk), whether a JPEG or PNG ends with its end marker, and the DCT scale a JPEG
-over the pixel limit is decoded at. ``inspect`` returns it all, with a status that says
-whether the bytes may be decoded at all; ``records.photo.prepare`` acts on it.
+size each format's header claims, a JPEG's components, the EXIF orientation
+(``records.photo_segments``: from IFD0 of the EXIF in its own segment, a JPEG's APP1, a
+PNG's eXIf chunk, a WebP's EXIF chunk), whether a JPEG or PNG ends with its end marker,
+and the DCT scale a JPEG over the pixel limit is decoded at. ``inspect`` returns it all,
+with a status that says whether the bytes may be decoded at all; ``records.photo.prepare``
+acts on it.
 """
 
 from __future__ import annotations
 
+import functools
+
 import tensorflow as tf
+
+from records import photo_segments
 
 # The largest picture decoded, in pixels (width * height), checked from the header
 # before any decoding. Real photos stay below it: 48/50 MP phone cameras (8000x6000),
@@ -51,41 +57,11 @@ ORIENTATION_FIXES = {
     7: "mirrored along the anti-diagonal",
     8: "rotated 90° counter-clockwise",
 }
-# The magic bytes and every fixed-position header field lie in the first 32 bytes; EXIF's
-# IFD0 sits at the start of APP1, within the first KB or so of a JPEG (64 KB is APP1's
-# largest size).
+# The magic bytes and every fixed-position header field lie in the first 32 bytes.
 _HEADER_BYTES = 32
-_EXIF_BYTES = 65536
-_ALL = -1  # substr length: to the end
-
-
-def draft_scale(
-    width: int, height: int, max_pixels: int = MAX_PIXELS, max_short_side: int | None = None
-) -> int | None:
-    """How much to reduce a ``width`` x ``height`` JPEG while decoding it (a DCT scale).
-
-    The Python twin of ``_draft_scale``. With ``max_short_side``: the strongest scale whose
-    shorter side still reaches it, among those under ``max_pixels`` (libjpeg's scaled IDCT
-    is a good low-pass filter, and cheaper: a 500x375 photo stored at 160 px is decoded at
-    250x188, then resized); else the mildest that fits under ``max_pixels`` (1 for any
-    photo below it). None when not even 1/8 fits.
-    """
-    fitting = [s for s in DRAFT_SCALES if (-(-width // s)) * (-(-height // s)) <= max_pixels]
-    if not fitting:
-        return None
-    enough = [
-        s
-        for s in fitting
-        if max_short_side and min(-(-width // s), -(-height // s)) >= max_short_side
-    ]
-    return max(enough) if enough else fitting[0]
 
 
 # --- header parsing, on the bytes as a uint8 vector -----------------------------------
-
-
-def _starts_with(data: tf.Tensor, prefix: bytes, offset: int = 0) -> tf.Tensor:
-    return tf.strings.substr(data, offset, len(prefix)) == prefix
 
 
 # Each format's magic bytes: (offset, bytes) that must all match.
@@ -101,7 +77,9 @@ _MAGIC = {
 def _format(data: tf.Tensor) -> tf.Tensor:
     code = tf.constant(UNKNOWN, tf.int32)
     for value, parts in reversed(_MAGIC.items()):
-        matches = tf.reduce_all([_starts_with(data, magic, offset) for offset, magic in parts])
+        matches = tf.reduce_all(
+            [photo_segments.starts_with(data, magic, offset) for offset, magic in parts]
+        )
         code = tf.where(matches, value, code)
     return code
 
@@ -119,54 +97,22 @@ def _archive(data: tf.Tensor) -> tf.Tensor:
     """Index into ``ARCHIVES``, or -1."""
     code = tf.constant(-1, tf.int32)
     for index, magic in reversed(list(enumerate(_ARCHIVE_MAGIC))):
-        code = tf.where(_starts_with(data, magic), index, code)
+        code = tf.where(photo_segments.starts_with(data, magic), index, code)
     return code
 
 
-def _find(data: tf.Tensor, pattern: bytes, start: int = 0) -> tf.Tensor:
-    """The first position of ``pattern`` in ``data`` at or after ``start``, -1 if none.
-
-    One string split in C++ rather than byte arithmetic in the graph: a handful of ops
-    whatever the file's size (per-op overhead, not bytes, is what costs here).
-    """
-    start = tf.minimum(tf.cast(start, tf.int32), tf.strings.length(data))  # substr: pos <= len
-    pieces = tf.strings.split(tf.strings.substr(data, start, _ALL), sep=pattern, maxsplit=1)
-    found = tf.cast(start + tf.strings.length(pieces[0]), tf.int64)
-    return tf.where(tf.size(pieces) > 1, found, tf.constant(-1, tf.int64))
-
-
-def _integers(data: tf.Tensor, offset: int, dtype, count: int, little_endian: bool) -> tf.Tensor:
-    """``count`` integers of ``dtype`` at byte ``offset`` of the (zero-padded) header."""
-    size = count * dtype.size
-    return tf.cast(
-        tf.io.decode_raw(tf.strings.substr(data, offset, size), dtype, little_endian=little_endian),
-        tf.int64,
-    )
-
-
-def _orientation(data: tf.Tensor) -> tf.Tensor:
-    """The EXIF Orientation (1-8) found in ``data``; 1 when there is none.
-
-    The IFD entry of tag 0x0112 is always a single SHORT: its 8 bytes of tag, type and
-    count are fixed ("12 01 03 00 01 00 00 00" little-endian, "01 12 00 03 00 00 00 01"
-    big-endian), followed by the value. Searching for them finds IFD0's entry without
-    walking the TIFF structure.
-    """
-    little = _find(data, b"\x12\x01\x03\x00\x01\x00\x00\x00")
-    big = _find(data, b"\x01\x12\x00\x03\x00\x00\x00\x01")
-    value = tf.case(
-        [
-            (little >= 0, lambda: _value(data, little, True)),
-            (big >= 0, lambda: _value(data, big, False)),
+def _orientation(data: tf.Tensor, length: tf.Tensor, fmt: tf.Tensor) -> tf.Tensor:
+    """``photo_segments.orientation`` of any file: 1 for formats without EXIF (GIF, BMP)."""
+    codes = [FORMATS.index(name) for name in photo_segments.FORMATS_WITH_EXIF]
+    index = tf.reduce_sum(tf.where(tf.equal(fmt, codes), tf.range(1, len(codes) + 1), 0))
+    return tf.switch_case(  # branch 0: none of them
+        index,
+        [lambda: tf.constant(1, tf.int32)]
+        + [
+            functools.partial(photo_segments.orientation, data, length, name)
+            for name in photo_segments.FORMATS_WITH_EXIF
         ],
-        default=lambda: tf.constant(1, tf.int64),
     )
-    return tf.cast(tf.where((value >= 1) & (value <= 8), value, 1), tf.int32)
-
-
-def _value(data: tf.Tensor, entry: tf.Tensor, little_endian: bool) -> tf.Tensor:
-    short = tf.strings.substr(tf.strings.join([data, b"\x00\x00"]), entry + 8, 2)
-    return tf.cast(tf.io.decode_raw(short, tf.uint16, little_endian=little_endian)[0], tf.int64)
 
 
 def _complete(data: tf.Tensor, length: tf.Tensor, fmt: tf.Tensor) -> tf.Tensor:
@@ -191,18 +137,16 @@ def _complete(data: tf.Tensor, length: tf.Tensor, fmt: tf.Tensor) -> tf.Tensor:
     )
 
     def search():
-        return tf.where(is_jpeg, _find(data, b"\xff\xd9", 3), _find(data, b"IEND", 8)) >= 0
+        return (
+            tf.where(
+                is_jpeg,
+                photo_segments.find(data, b"\xff\xd9", 3),
+                photo_segments.find(data, b"IEND", 8),
+            )
+            >= 0
+        )
 
     return tf.cond(~(is_jpeg | is_png) | ends, lambda: tf.constant(True), search)
-
-
-def _jfif_only(header: tf.Tensor, is_jpeg: tf.Tensor) -> tf.Tensor:
-    """A JPEG whose first segment is JFIF's 16-byte APP0 and whose next is no APPn: it has
-    no EXIF (which would be an APP1 segment at the start)."""
-    app0 = tf.strings.substr(header, 2, 4) == b"\xff\xe0\x00\x10"
-    following = tf.io.decode_raw(tf.strings.substr(header, 20, 2), tf.uint8)
-    no_app = ~(tf.equal(following[0], 0xFF) & (following[1] >= 0xE0) & (following[1] <= 0xEF))
-    return is_jpeg & app0 & no_app
 
 
 def _size(header: tf.Tensor, fmt: tf.Tensor, jpeg: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -211,15 +155,21 @@ def _size(header: tf.Tensor, fmt: tf.Tensor, jpeg: tf.Tensor) -> tuple[tf.Tensor
     ``header`` is the file's first bytes, zero-padded; ``jpeg`` is TensorFlow's
     ``extract_jpeg_shape`` of a JPEG (its frame header can be anywhere).
     """
-    png = _integers(header, 16, tf.int32, 2, little_endian=False)  # IHDR: width, height
-    gif = _integers(header, 6, tf.uint16, 2, little_endian=True)  # logical screen
-    bmp = _integers(header, 18, tf.int32, 2, little_endian=True)  # height < 0: top-down
+    png = photo_segments.integers(
+        header, 16, tf.int32, 2, little_endian=False
+    )  # IHDR: width, height
+    gif = photo_segments.integers(header, 6, tf.uint16, 2, little_endian=True)  # logical screen
+    bmp = photo_segments.integers(
+        header, 18, tf.int32, 2, little_endian=True
+    )  # height < 0: top-down
     chunk = tf.strings.substr(header, 12, 4)  # WebP: the first chunk's fourcc
-    vp8 = _integers(header, 26, tf.uint16, 2, little_endian=True) % 16384
-    b = _integers(header, 21, tf.uint8, 4, little_endian=True)  # VP8L: 14-bit sides - 1
+    vp8 = photo_segments.integers(header, 26, tf.uint16, 2, little_endian=True) % 16384
+    b = photo_segments.integers(
+        header, 21, tf.uint8, 4, little_endian=True
+    )  # VP8L: 14-bit sides - 1
     vp8l = tf.stack([1 + (b[1] % 64) * 256 + b[0], 1 + (b[3] % 16) * 1024 + b[2] * 4 + b[1] // 64])
     vp8x = 1 + tf.reduce_sum(
-        tf.reshape(_integers(header, 24, tf.uint8, 6, little_endian=True), [2, 3])
+        tf.reshape(photo_segments.integers(header, 24, tf.uint8, 6, little_endian=True), [2, 3])
         * tf.constant([1, 256, 65536], tf.int64),
         axis=1,
     )
@@ -231,7 +181,14 @@ def _size(header: tf.Tensor, fmt: tf.Tensor, jpeg: tf.Tensor) -> tuple[tf.Tensor
 
 
 def _draft_scale(height, width, max_pixels: int, max_short_side: int | None) -> tf.Tensor:
-    """Graph twin of ``draft_scale``: the DCT scale, 0 when not even 1/8 fits."""
+    """How much to reduce a ``width`` x ``height`` JPEG while decoding it (a DCT scale).
+
+    With ``max_short_side``: the strongest scale whose shorter side still reaches it, among
+    those under ``max_pixels`` (libjpeg's scaled IDCT is a good low-pass filter, and
+    cheaper: a 500x375 photo stored at 160 px is decoded at 250x188, then resized); else
+    the mildest that fits under ``max_pixels`` (1 for any photo below it). 0 when not even
+    1/8 fits.
+    """
     scales = tf.constant(DRAFT_SCALES, tf.int64)
     reduced_h = -(-height // scales)
     reduced_w = -(-width // scales)
@@ -250,7 +207,7 @@ def inspect(data: tf.Tensor, max_pixels: int, max_short_side: int | None) -> dic
       status (int32, ``STATUSES``), format (``FORMATS`` index or UNKNOWN), archive
       (``ARCHIVES`` index or -1), height/width (int64, as the header says), components
       (JPEG; -1 otherwise), orientation (int32 1-8), scale (int64 DCT scale a JPEG is
-      decoded at, ``draft_scale``; 1 for other formats; 0 when too large).
+      decoded at, ``_draft_scale``; 1 for other formats; 0 when too large).
     """
     data = tf.convert_to_tensor(data, tf.string)
     length = tf.cast(tf.strings.length(data), tf.int64)
@@ -258,19 +215,19 @@ def inspect(data: tf.Tensor, max_pixels: int, max_short_side: int | None) -> dic
     # zeros, not an error (substr fails on a position past the end).
     header = tf.strings.join([tf.strings.substr(data, 0, _HEADER_BYTES), b"\x00" * _HEADER_BYTES])
     # Per-op overhead, not bytes, is what costs here (each small op ~ microseconds in a
-    # tf.data map): the common photo, a JFIF JPEG without EXIF ending with its EOI marker,
-    # takes a short path that reads only its frame header.
-    plain = _jfif_only(header, _starts_with(header, b"\xff\xd8\xff")) & tf.equal(
+    # tf.data map): the common photo, a JPEG ending with its EOI marker, takes a short path
+    # that reads only its frame header and its EXIF.
+    plain = photo_segments.starts_with(header, b"\xff\xd8\xff") & tf.equal(
         tf.strings.substr(data, tf.maximum(length - 2, 0), 2), b"\xff\xd9"
     )
     return tf.cond(
         plain,
-        lambda: _plain_jpeg(data, max_pixels, max_short_side),
+        lambda: _plain_jpeg(data, length, max_pixels, max_short_side),
         lambda: _any_file(data, length, header, max_pixels, max_short_side),
     )
 
 
-def _plain_jpeg(data: tf.Tensor, max_pixels: int, max_short_side: int | None) -> dict:
+def _plain_jpeg(data: tf.Tensor, length, max_pixels: int, max_short_side: int | None) -> dict:
     shape = tf.io.extract_jpeg_shape(data, output_type=tf.int64)
     return _fields(
         status=tf.constant(OK, tf.int32),
@@ -279,7 +236,7 @@ def _plain_jpeg(data: tf.Tensor, max_pixels: int, max_short_side: int | None) ->
         height=shape[0],
         width=shape[1],
         components=shape[2],
-        orientation=tf.constant(1, tf.int32),
+        orientation=photo_segments.orientation(data, length, FORMATS[JPEG]),
         max_pixels=max_pixels,
         max_short_side=max_short_side,
     )
@@ -298,15 +255,7 @@ def _any_file(data, length, header, max_pixels: int, max_short_side: int | None)
         lambda: tf.constant([0, 0, -1], tf.int64),
     )
     height, width = _size(header, fmt, jpeg)
-    # EXIF lives in a JPEG's APP1 segment, near the start; a PNG's eXIf chunk anywhere.
-    # The search is skipped for the common JPEG that starts with JFIF's APP0 and goes on
-    # with its tables (no EXIF): most photos from the web, all of the Kaggle set.
-    jfif_only = _jfif_only(header, is_jpeg)
-    orientation = tf.cond(
-        ~jfif_only & (is_jpeg | tf.equal(fmt, PNG)),
-        lambda: _orientation(tf.where(is_jpeg, tf.strings.substr(data, 0, _EXIF_BYTES), data)),
-        lambda: tf.constant(1, tf.int32),
-    )
+    orientation = _orientation(data, length, fmt)
     status = tf.constant(OK, tf.int32)
     for failed, code in [
         (tf.logical_not(complete), TRUNCATED),

@@ -1,7 +1,8 @@
 """The conversion's workers: an ordered process-pool map (the progress bar is ``core.progress``).
 
-Imports no TensorFlow: the pool is forked before any TF op runs, and workers only run
-Pillow/hashlib code (``records.images``, ``records.inputs.sources``).
+Imports no TensorFlow: the pool is forked before any TF op runs, and the workers only
+read and hash files (``records.inputs.sources.read_digest``, pass 1). Photos are
+prepared in this process, on threads (``records.photo_batches``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def mapper(num_workers: int) -> Iterator[Callable[[Callable, Iterable], Iterator
         yield map
         return
     # fork where available: spawn would re-import the entry module (and TensorFlow) in
-    # every worker. Workers only run Pillow/hashlib code (records.images/sources).
+    # every worker. Workers only read and hash files (records.inputs.sources).
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     with multiprocessing.get_context(method).Pool(num_workers, initializer=_ignore_sigint) as pool:
 

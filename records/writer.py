@@ -6,11 +6,12 @@ Two passes:
    sha256 each one (in parallel), then decide everything up front, as a pure function of
    the hashes and the settings: duplicates, the split, and the shards. The plan's digest
    names this exact conversion.
-2. *Write.* Photos are validated/converted (``records.photo``, in a tf.data pipeline) in plan order; this
-   process writes each shard to ``<shard>.tmp``, records its counts in a sidecar under
-   ``.make_records/``, then renames it to its final name. So a shard under its final
-   name is always complete, and a rerun of the same command (same plan digest) reuses
-   finished shards and writes only the rest. ``manifest.json`` is written last. A write
+2. *Write.* Photos are validated/converted (``records.photo``, in batches on threads:
+   ``records.stored_photo.prepare_many``) in plan order; this process writes each shard
+   to ``<shard>.tmp``, records its counts in a sidecar under ``.make_records/``, then
+   renames it to its final name. So a shard under its final name is always complete,
+   and a rerun of the same command (same plan digest) reuses finished shards and writes
+   only the rest. ``manifest.json`` is written last. A write
    that fails (disk full ...) raises ``WriteError`` and leaves the folder resumable.
 
 One run at a time per output folder: the whole conversion holds ``core.lock``'s
@@ -26,12 +27,14 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import re
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import tensorflow as tf
@@ -39,10 +42,12 @@ from absl import logging
 
 from core import files
 from core.progress import Progress
-from records import images, outdir, schema, workers
+from records import outdir, photo, schema, stored_photo, workers
 from records.convert_options import ConvertOptions
 from records.inputs import sources
 from records.outdir import PLAN_NAME, TMP_SUFFIX, WORK_DIR
+from records.photo import StoreSettings
+from records.photo_batches import BadImage
 from records.plan import Plan, make_plan, skip_entry
 
 # Part of this module's interface: make_records catches writer.OutputDirError.
@@ -56,6 +61,26 @@ class WriteError(OSError):
 def _tasks(plan: Plan, pending: list[tuple[str, int]]):
     for split, index in pending:
         yield from plan.shards[split][index]
+
+
+def checked_reader(expected_sha256: Callable[[Any], str], read: Callable[[Any], bytes]):
+    """``read`` that refuses bytes whose sha256 is not the one the plan was built on
+    (``BadImage``: the file changed between the passes, so its record would not match)."""
+
+    def read_checked(item) -> bytes:
+        data = read(item)
+        if hashlib.sha256(data).hexdigest() != expected_sha256(item):
+            raise BadImage("file changed while the conversion ran (sha256 differs from pass 1)")
+        return data
+
+    return read_checked
+
+
+def _trace(settings: StoreSettings) -> None:
+    """Traces and first runs ``records.photo``'s batch function for ``settings`` (under a
+    second: the graph is built and optimised on the first call)."""
+    tiny = tf.io.encode_jpeg(tf.zeros([8, 8, 3], tf.uint8))
+    photo.prepare_batch_function(settings)(tf.reshape(tiny, [1]))
 
 
 def _write_shard(plan: Plan, digest: str, split: str, index: int, results, bar, output_dir):
@@ -125,10 +150,12 @@ def _write_shards(
     # Photos are prepared by records.photo's TF ops (the same function the SavedModel
     # serves) on threads, in plan order; each is read again and checked against the
     # plan's sha256 so that a record matches its plan.
-    read = images.checked_reader(lambda task: task[1], lambda task: task[0].read())
-    settings = images.StoreSettings(options.max_short_side, options.jpeg_quality)
+    read = checked_reader(lambda task: task[1], lambda task: task[0].read())
+    settings = StoreSettings(options.max_short_side, options.jpeg_quality)
     # One thread more than cores: while one waits on the GIL or the disk, the others run.
-    results = images.prepare_many(_tasks(plan, pending), read, settings, options.num_workers + 1)
+    results = stored_photo.prepare_many(
+        _tasks(plan, pending), read, settings, options.num_workers + 1
+    )
     bar = Progress("writing", total, options.progress)
     try:
         for split, index in pending:
@@ -274,8 +301,8 @@ def convert(options: ConvertOptions) -> ConversionResult:
         # the lock: it is released the moment this process ends, however it ends.
         outdir.lock_output_dir(options.output_dir, stack)
         # Tracing the photo function takes a second or two: done while the plan hashes.
-        settings = images.StoreSettings(options.max_short_side, options.jpeg_quality)
-        tracing = threading.Thread(target=images.trace, args=(settings,), daemon=True)
+        settings = StoreSettings(options.max_short_side, options.jpeg_quality)
+        tracing = threading.Thread(target=_trace, args=(settings,), daemon=True)
         tracing.start()
         # Joined on every way out: a refusal (OutputDirError) that ends the process
         # while TensorFlow still traces on this thread aborts it (exit 134, not 2).

@@ -22,13 +22,12 @@ import csv
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 
 from absl import app, flags
 
-from benchmarks import near_copies
+from benchmarks import near_copies, timing
 
 flags.DEFINE_string("input", "../shared/data/dogs-vs-cats/train", "The sample's photos.")
 flags.DEFINE_integer("num_images", 25_000, "Images in the built folder.")
@@ -56,18 +55,6 @@ def build_folder(source: str, destination: str, num_images: int) -> int:
     return len(names) + len(jobs)
 
 
-def timed(command: list[str]) -> dict:
-    load_before = os.getloadavg()[0]
-    start = time.perf_counter()
-    subprocess.run(command, check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    seconds = time.perf_counter() - start
-    return {
-        "seconds": round(seconds, 1),
-        "load_before": round(load_before, 2),
-        "load_after": round(os.getloadavg()[0], 2),
-    }
-
-
 def main(argv) -> None:
     del argv
     shutil.rmtree(FLAGS.work_dir, ignore_errors=True)
@@ -79,10 +66,10 @@ def main(argv) -> None:
     records = os.path.join(FLAGS.work_dir, "records")
     audit = os.path.join(FLAGS.work_dir, "audit")
     figures = {"images": count, "cpus": os.cpu_count()}
-    figures["make_records"] = timed(
+    figures["make_records"] = timing.timed_command(
         [os.path.join(bin_dir, "make_records"), f"--input={folder}", f"--output_dir={records}"]
     )
-    figures["audit_data"] = timed(
+    figures["audit_data"] = timing.timed_command(
         [
             os.path.join(bin_dir, "audit_data"),
             f"--records_dir={records}",

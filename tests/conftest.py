@@ -8,20 +8,29 @@ Unit tests never read the real data set; the few integration tests that do use
 
 from __future__ import annotations
 
+import configparser
+import contextlib
+import dataclasses
 import hashlib
+import importlib
 import io
 import json
+import logging as std_logging
 import os
 import pathlib
 import socket
 import subprocess
 import sys
 import threading
+import zlib
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
+from absl import app, flags
+from absl import logging as absl_logging
+from tensorflow.python.framework import config as tf_framework_config
 
 from records import schema, writer
 from records.manifest import Manifest
@@ -39,6 +48,18 @@ TINY_TRAIN_SETTINGS = dict(
     learning_rate=1e-2,
     seed=3,
     tensorboard=False,
+)
+
+
+# The same tiny run on train's command line (the flags tests give ``train`` itself).
+TINY_TRAIN_FLAGS = (
+    "--weights=none",
+    "--image_size=32",
+    "--dense_units=8",
+    "--batch_size=8",
+    "--augment=none",
+    "--notensorboard",
+    "--seed=5",
 )
 
 
@@ -123,15 +144,39 @@ def run_make_records_killed_after(num_shards: int, *args: str) -> subprocess.Com
 
 
 def free_ports(count: int) -> list[int]:
-    """``count`` distinct free TCP ports on 127.0.0.1 (all held open until all are chosen)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
+    """``count`` distinct free TCP ports on 127.0.0.1, reserved for the child processes
+    that will serve on them (a tf.data service dispatcher or worker, a multi-worker task).
+
+    A port read from a socket bound to port 0 and closed is free for anyone: another
+    process binding port 0 may get it before the child binds it. Holding the socket open
+    with SO_REUSEPORT until the child has bound would not do: TensorFlow's multi-worker
+    gRPC server turns SO_REUSEPORT off (``NoReusePortOption`` in
+    tensorflow/core/distributed_runtime/rpc/grpc_server_lib.cc), so its bind would fail.
+    Instead each port is left in TIME_WAIT (an SO_REUSEADDR listener accepts a connection
+    to itself and closes its end first): for a minute the kernel refuses the port to any
+    bind without SO_REUSEADDR, to port 0 (the usual way to ask for a free port) or to it
+    by number, while a server that sets SO_REUSEADDR binds it at once, as gRPC servers do
+    (the tf.data service's and TensorFlow's multi-worker server; test_service checks the
+    former). So start the children within that minute.
+    """
+    ports: list[int] = []
+    while len(ports) < count:
+        with contextlib.closing(socket.socket()) as listener:
+            # The TIME_WAIT socket inherits SO_REUSEADDR from the listener; without it a
+            # server's SO_REUSEADDR bind would be refused too.
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(1)
+            address = listener.getsockname()
+            with contextlib.closing(socket.socket()) as client:
+                client.connect(address)
+                accepted, _ = listener.accept()
+                # Closed first, the accepted end (local port: the chosen one) is the one
+                # left in TIME_WAIT.
+                accepted.close()
+        if address[1] not in ports:
+            ports.append(address[1])
+    return ports
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
@@ -139,21 +184,104 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO_ROOT), **extra}
 
 
-def train_command(records_dir, model_dir, *flags: str) -> list[str]:
-    """`python -m trainer.train` with the two required flags, then ``flags``.
+@dataclasses.dataclass
+class CommandResult:
+    """What a command run in this process returned and wrote (``run_command``)."""
+
+    returncode: int
+    stdout: str
+    stderr: str  # What it printed there, its absl log lines and tqdm's bars; not C++ lines.
+
+
+def _console_scripts() -> dict[str, str]:
+    """Entry module -> console script name, from setup.cfg (one definition of the names)."""
+    parser = configparser.ConfigParser()
+    parser.read(REPO_ROOT / "setup.cfg")
+    scripts = {}
+    for line in parser["options.entry_points"]["console_scripts"].splitlines():
+        if "=" in line and not line.strip().startswith("#"):
+            name, target = (part.strip() for part in line.split("=", 1))
+            scripts.setdefault(target.split(":")[0], name)
+    return scripts
+
+
+CONSOLE_SCRIPTS = _console_scripts()
+
+# absl's own flags (logging, --help, --flagfile): kept across commands; every command's
+# flags are defined by its run() and deleted after it, so that each command run in this
+# process gets its own flags, defaults and help, as in a process of its own.
+app.define_help_flags()
+_ABSL_FLAGS = frozenset(flags.FLAGS)
+
+
+def run_command(module_name: str, *args: str) -> CommandResult:
+    """Runs a console script's ``run()`` in this process, as ``<script> args...`` would.
+
+    The Flax examples' way (``train_test.py`` calls ``train_and_evaluate``): the command's
+    own flag parsing, checks, user-error handling and exit status, without paying for a
+    new Python and TensorFlow (4+ s each). A subprocess is still the tool for what needs
+    one: SIGKILL, locks held by another process, several workers, C++ log lines.
+
+    Args:
+      module_name: The entry module, e.g. ``"trainer.train"``.
+      *args: The command line after the script's name.
+
+    Returns:
+      The exit status (0, 1 or 2 as the command ends; a traceback fails the test itself),
+      and the text written to stdout and stderr (absl log lines included).
+    """
+    module = importlib.import_module(module_name)
+    stdout, stderr = io.StringIO(), io.StringIO()
+    handler = absl_logging.get_absl_handler().python_handler
+    saved_argv, saved_stream = sys.argv, handler.stream
+    saved_level = std_logging.root.level
+    deterministic = tf_framework_config.is_op_determinism_enabled()
+    sys.argv = [CONSOLE_SCRIPTS.get(module_name, module_name.rsplit(".", 1)[-1]), *args]
+    handler.stream = stderr
+    # What absl's first app.run in a process sets (INFO; --verbosity changes it when
+    # parsed); unparse_flags below sets absl's default, WARNING, and a later app.run in
+    # the same process would keep that.
+    std_logging.root.setLevel(std_logging.INFO)
+    returncode = 0
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            module.run()
+    except SystemExit as e:
+        if isinstance(e.code, str):
+            stderr.write(e.code + "\n")
+        returncode = 1 if isinstance(e.code, str) else (e.code or 0)
+    finally:
+        sys.argv, handler.stream = saved_argv, saved_stream
+        for name in set(flags.FLAGS) - _ABSL_FLAGS:
+            delattr(flags.FLAGS, name)
+        flags.FLAGS.unparse_flags()
+        std_logging.root.setLevel(saved_level)
+        # What a command sets for its process and a test process would keep: the dtype
+        # policy and op determinism (which refuses tf.random's global generator after it).
+        keras.mixed_precision.set_global_policy("float32")
+        if tf_framework_config.is_op_determinism_enabled() and not deterministic:
+            tf_framework_config.disable_op_determinism()  # No public API to turn it off.
+        keras.backend.clear_session()
+    return CommandResult(returncode, stdout.getvalue(), stderr.getvalue())
+
+
+def train_args(records_dir, model_dir, *flags: str) -> list[str]:
+    """``train``'s command line: the two required flags, then ``flags``.
 
     ``--recipe=none`` first: the tests' flags start from ``TrainConfig``'s plain defaults,
     as tests/train_runner.py's do, not from the default recipe's (a later --recipe wins).
     """
-    return [
-        sys.executable,
-        "-m",
-        "trainer.train",
-        "--recipe=none",
-        f"--records_dir={records_dir}",
-        f"--model_dir={model_dir}",
-        *flags,
-    ]
+    return ["--recipe=none", f"--records_dir={records_dir}", f"--model_dir={model_dir}", *flags]
+
+
+def run_train(records_dir, model_dir, *flags: str) -> CommandResult:
+    """``train`` with ``train_args`` in this process (``run_command``)."""
+    return run_command("trainer.train", *train_args(records_dir, model_dir, *flags))
+
+
+def train_command(records_dir, model_dir, *flags: str) -> list[str]:
+    """`python -m trainer.train` with ``train_args``: for a process of its own."""
+    return [sys.executable, "-m", "trainer.train", *train_args(records_dir, model_dir, *flags)]
 
 
 def train_runner_command(records_dir, model_dir, *flags: str) -> list[str]:
@@ -232,6 +360,25 @@ def make_jpeg_bytes(height: int = 48, width: int = 64, seed: int = 0, quality: i
     return tf.io.encode_jpeg(image, quality=quality).numpy()
 
 
+def make_damaged_jpeg(seed: int = 7) -> bytes:
+    """A 64x64 JPEG whose Huffman table has impossible code counts: every marker and length
+    is intact, so the header checks pass and only the decoder refuses it."""
+    damaged = bytearray(make_jpeg_bytes(64, 64, seed=seed))
+    table = damaged.index(b"\xff\xc4")
+    damaged[table + 5 : table + 21] = bytes([200] * 16)
+    return bytes(damaged)
+
+
+def png_claiming(side: int) -> bytes:
+    """A 1x1 PNG whose header claims ``side`` x ``side`` pixels (CRC fixed): a decompression
+    bomb as the header check sees it."""
+    data = bytearray(tf.io.encode_png(tf.zeros([1, 1, 3], tf.uint8)).numpy())
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4 : ihdr + 12] = side.to_bytes(4, "big") * 2
+    data[ihdr + 17 : ihdr + 21] = zlib.crc32(bytes(data[ihdr : ihdr + 17])).to_bytes(4, "big")
+    return bytes(data)
+
+
 def write_kaggle_folder(
     folder: pathlib.Path, num_per_class: int, height: int = 48, width: int = 64
 ) -> list[pathlib.Path]:
@@ -247,15 +394,18 @@ def write_kaggle_folder(
 
 
 def make_big_jpeg(path, side: int = 12000) -> bytes:
-    """A ``side`` x ``side`` RGB JPEG, smooth colours at quality 5: ~2 MB on disk for 144 MP.
+    """A ``side`` x ``side`` RGB JPEG, smooth colours at quality 5: ~1 MB on disk for 144 MP.
 
-    Made once per test module (~2 s, ~600 MB peak while encoding) and read from disk.
+    Made once per test module and read from disk. Built in uint8 (~430 MB at 12000; a
+    float32 copy would be 1.7 GB): four corner colours blended bilinearly over a grid of
+    1/32 the side, then each cell repeated up to the full size (a nearest resize keeps uint8).
     """
-    corners = np.array([[[200, 40, 40], [40, 40, 200]], [[40, 200, 40], [220, 220, 220]]])
-    picture = Image.fromarray(corners.astype(np.uint8)).resize((side, side), Image.BILINEAR)
-    buffer = io.BytesIO()
-    picture.save(buffer, format="JPEG", quality=5)
-    data = buffer.getvalue()
+    corners = tf.constant([[[200, 40, 40], [40, 40, 200]], [[40, 200, 40], [220, 220, 220]]])
+    cells = -(-side // 32)
+    grid = tf.image.resize(tf.cast(corners, tf.float32)[None], (cells, cells))[0]
+    grid = tf.cast(tf.round(grid), tf.uint8)
+    picture = tf.image.resize(grid[None], (side, side), method="nearest")[0]
+    data = tf.io.encode_jpeg(picture, quality=5).numpy()
     del picture
     path.write_bytes(data)
     return data

@@ -6,14 +6,13 @@ All with random weights (weights="none") or files written here: nothing is downl
 from __future__ import annotations
 
 import dataclasses
-import subprocess
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO_ROOT, subprocess_env, train_command
+from conftest import run_train
 from trainer.models import backbones, efficientnet_lite
 from trainer.models import model as model_lib
 from trainer.training.config import TrainConfig
@@ -241,18 +240,15 @@ def test_mobilenetv2_weights_file_follows_the_image_size():
 
 
 @pytest.mark.slow
-def test_offline_imagenet_for_an_application_backbone_is_fast_and_clear(tiny_records, tmp_path):
+def test_offline_imagenet_for_an_application_backbone_is_fast_and_clear(
+    tiny_records, tmp_path, monkeypatch
+):
     # Nothing listens on port 9: the download fails at once, as on a machine offline.
-    env = subprocess_env(
-        KERAS_HOME=str(tmp_path / "keras_home"),
-        https_proxy="http://127.0.0.1:9",
-        HTTPS_PROXY="http://127.0.0.1:9",
-    )
-    command = train_command(
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    result = run_train(
         tiny_records, tmp_path / "model", "--backbone=resnet50", "--image_size=32", "--batch_size=8"
-    )
-    result = subprocess.run(
-        command, capture_output=True, text=True, timeout=120, env=env, cwd=REPO_ROOT
     )
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr

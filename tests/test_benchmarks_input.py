@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import subprocess
-import sys
 import threading
 
 import pytest
@@ -14,10 +12,9 @@ from benchmarks import baselines, report, timing, variants
 from benchmarks import benchmark_input as benchmark
 from benchmarks import images as images_lib
 from conftest import (
-    REPO_ROOT,
     bar_chart,
     make_jpeg_bytes,
-    subprocess_env,
+    run_command,
     write_kaggle_folder,
     write_records,
 )
@@ -223,25 +220,12 @@ def test_registry_rejects_malformed_variants():
     assert all(v.column for v in variants.BASELINES.values())
 
 
-@pytest.mark.slow
 def test_config_checks_and_cli_errors(tmp_path):
     with pytest.raises(ValueError, match="max_images=2 is smaller than batch_size=4"):
         benchmark.BenchmarkConfig(records_dir="x", batch_size=4, max_images=2)
     with pytest.raises(ValueError, match="variants='nope'"):
         benchmark.BenchmarkConfig(records_dir="x", variants=("nope",))
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.benchmark_input",
-            f"--records_dir={tmp_path / 'missing'}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=subprocess_env(),
-        cwd=REPO_ROOT,
-    )
+    result = run_command("benchmarks.benchmark_input", f"--records_dir={tmp_path / 'missing'}")
     assert result.returncode == 2
     assert "error: --records_dir=" in result.stderr
     assert "is not a directory" in result.stderr and "Traceback" not in result.stderr

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import crop_augment
+from pipeline import crop_augment, crop_jitter
 
 
 def _images(count=6, side=36, seed=0):
@@ -16,7 +16,7 @@ def _images(count=6, side=36, seed=0):
 
 
 def test_boxes_follow_the_crop_distribution():
-    uniforms = tf.random.stateless_uniform([4000, crop_augment.NUM_UNIFORMS], [1, 2])
+    uniforms = tf.random.stateless_uniform([4000, crop_jitter.NUM_UNIFORMS], [1, 2])
     boxes, scale, offset = (t.numpy() for t in crop_augment.sample_boxes(uniforms, 1.0))
     top, x1, bottom, x2 = boxes.T
     left, right = np.minimum(x1, x2), np.maximum(x1, x2)
@@ -37,7 +37,7 @@ def test_boxes_follow_the_crop_distribution():
 
 def test_bilinear_crops_match_crop_and_resize_also_under_xla():
     images = _images()
-    uniforms = tf.random.stateless_uniform([6, crop_augment.NUM_UNIFORMS], [3, 4])
+    uniforms = tf.random.stateless_uniform([6, crop_jitter.NUM_UNIFORMS], [3, 4])
     boxes, _, _ = crop_augment.sample_boxes(uniforms, 1.0)
     expected = tf.image.crop_and_resize(images, boxes, tf.range(6), (32, 32)).numpy()
     eager = crop_augment.bilinear_crops(images, boxes, (32, 32)).numpy()
@@ -94,10 +94,10 @@ def test_layer_and_host_use_the_same_augmentation(strength):
     # Same uniforms in, same pixels out (within rounding): the two placements differ only
     # in where the work runs.
     images = _images()
-    uniforms = tf.random.stateless_uniform([6, crop_augment.NUM_UNIFORMS], [9, 9])
+    uniforms = tf.random.stateless_uniform([6, crop_jitter.NUM_UNIFORMS], [9, 9])
     boxes, scale, offset = crop_augment.sample_boxes(uniforms, strength)
     host = tf.image.crop_and_resize(images, boxes, tf.range(6), (32, 32))
     accelerator = crop_augment.bilinear_crops(images, boxes, (32, 32))
-    host_u8 = crop_augment.fused.jitter_to_uint8(host, scale, offset).numpy().astype(int)
-    acc_u8 = crop_augment.fused.jitter_to_uint8(accelerator, scale, offset).numpy().astype(int)
+    host_u8 = crop_jitter.jitter_to_uint8(host, scale, offset).numpy().astype(int)
+    acc_u8 = crop_jitter.jitter_to_uint8(accelerator, scale, offset).numpy().astype(int)
     assert np.abs(host_u8 - acc_u8).max() <= 1

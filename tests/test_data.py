@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import pathlib
-import subprocess
 
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, TINY_TRAIN_SETTINGS, subprocess_env, train_command
+from conftest import TINY_TRAIN_SETTINGS, run_train
 from trainer.models import model as model_lib
 from trainer.training import data as data_lib
 from trainer.training import fit
@@ -64,25 +63,18 @@ def test_settings_that_cannot_combine():
 
 @pytest.mark.slow
 def test_train_stops_when_decode_once_would_not_fit(tiny_records, tmp_path):
-    result = subprocess.run(
-        train_command(
-            tiny_records,
-            tmp_path / "model",
-            "--weights=none",
-            "--image_size=32",
-            "--batch_size=8",
-            "--input_mode=decode_once",
-            "--decode_once_max_gb=0.000001",
-        ),
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env=subprocess_env(),
-        cwd=REPO_ROOT,
+    result = run_train(
+        tiny_records,
+        tmp_path / "model",
+        "--weights=none",
+        "--image_size=32",
+        "--batch_size=8",
+        "--input_mode=decode_once",
+        "--decode_once_max_gb=0.000001",
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    # "train: error: ..." (the program name is __main__ under python -m).
+    # "train: error: ...".
     error = [line for line in result.stderr.splitlines() if ": error: --input_mode" in line]
     assert len(error) == 1
     assert "24 images at 36x36x3" in error[0] and "--input_mode=stream" in error[0]

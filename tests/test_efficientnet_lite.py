@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import SAMPLE_DIR
+from trainer.models import backbones
 from trainer.models import efficientnet_lite as lite
 from trainer.models import model as model_lib
 
@@ -57,10 +58,28 @@ def test_architecture_has_the_variants_stages(variant):
     assert model.count_params() == num_weights
 
 
+def _first_layer_of_block(model, block: int) -> int:
+    """Index in ``model.layers`` of block ``block``'s first layer (layers are named blockN_*)."""
+    return next(
+        i for i, layer in enumerate(model.layers) if layer.name.startswith(f"block{block}_")
+    )
+
+
 def test_lite0_layer_numbers_stay_what_saved_freeze_counts_mean():
     model = lite.build((224, 224, 3))
     assert model.name == "efficientnet_lite0" and len(model.layers) == 141
-    assert lite.first_layer_of_block(model, 15) == 130
+    assert _first_layer_of_block(model, 15) == 130
+
+
+@pytest.mark.parametrize("variant", lite.VARIANTS)
+def test_registry_freeze_counts_are_the_whole_base_and_its_last_block(variant):
+    # Phase one freezes every layer; the fine-tune trains the last block (the last stage)
+    # and the head convolution. The layer count does not depend on the input size.
+    model = lite.build((64, 64, 3), variant=variant)
+    last_block = sum(ARCHITECTURES[variant][0]) - 1
+    spec = backbones.get(variant)
+    assert spec.freeze_layers == len(model.layers)
+    assert spec.fine_tune_freeze_layers == _first_layer_of_block(model, last_block)
 
 
 @pytest.mark.parametrize("variant", lite.VARIANTS)

@@ -20,13 +20,13 @@ from conftest import (
     TINY_TRAIN_SETTINGS,
     alternating_examples,
     make_jpeg_bytes,
+    run_command,
     subprocess_env,
     write_records,
 )
 from pipeline import dataset as dataset_lib
 from pipeline import decode, photos, shards
-from records import images as images_lib
-from records import photo, photo_header, schema
+from records import photo, photo_header, schema, stored_photo
 from records.manifest import Manifest
 from trainer.inference import evaluation
 from trainer.models import model as model_lib
@@ -70,22 +70,14 @@ def trained(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def exported(trained, tmp_path_factory):
-    """The export_model command's output folder, made by a real `python -m` process."""
+    """The export_model command's output folder, made by the command (in this process)."""
     _, model_path = trained
     output_dir = tmp_path_factory.mktemp("out") / "export"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "trainer.export_model",
-            f"--model={model_path}",
-            f"--output_dir={output_dir}",
-            "--calibration_images=16",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=subprocess_env(),
+    result = run_command(
+        "trainer.export_model",
+        f"--model={model_path}",
+        f"--output_dir={output_dir}",
+        "--calibration_images=16",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "model_int8.tflite" in result.stdout
@@ -295,13 +287,8 @@ def test_tflite_models_agree_with_keras(trained, exported):
 
 def test_errors_say_what_to_do(trained, exported, tmp_path):
     _, model_path = trained
-    command = [sys.executable, "-m", "trainer.export_model", f"--model={model_path}"]
-    result = subprocess.run(
-        [*command, f"--output_dir={exported}"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=subprocess_env(),
+    result = run_command(
+        "trainer.export_model", f"--model={model_path}", f"--output_dir={exported}"
     )
     assert result.returncode == 2
     assert f"export_model: error: --output_dir={exported} already exists" in result.stderr
@@ -335,7 +322,7 @@ def test_photo_input_is_validations_decode_of_make_records_bytes(in_tf_data):
     else:
         pixels = [model_input(tf.constant(e)).numpy() for e in (small, large)]
     for data, got in zip((small, large), pixels):
-        stored = images_lib.prepare(data, max_short_side=64, jpeg_quality=90)
+        stored = stored_photo.prepare(data, max_short_side=64, jpeg_quality=90)
         # What eval_dataset feeds the model for the record make_records wrote: bit for bit.
         max_ratio = decode.max_useful_ratio(64, IMAGE_SIZE)
         expected = decode.decode_and_resize(

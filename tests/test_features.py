@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import pathlib
-import subprocess
 
 import keras
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO_ROOT, TINY_TRAIN_SETTINGS, subprocess_env, train_command
+from conftest import TINY_TRAIN_SETTINGS, run_train
 from pipeline import dataset as dataset_lib
 from records.manifest import Manifest
 from trainer.inference import evaluation
@@ -133,14 +132,12 @@ def test_head_trained_on_features_is_the_saved_models_head(tiny_records, tmp_pat
 
 
 @pytest.mark.slow
-def test_offline_train_with_efficientnet_lite0_imagenet(tiny_records, tmp_path):
+def test_offline_train_with_efficientnet_lite0_imagenet(tiny_records, tmp_path, monkeypatch):
     # No network (a dead proxy) and an empty Keras cache: the weights come from the package.
-    env = subprocess_env(
-        KERAS_HOME=str(tmp_path / "keras_home"),
-        https_proxy="http://127.0.0.1:9",
-        HTTPS_PROXY="http://127.0.0.1:9",
-    )
-    command = train_command(
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    result = run_train(
         tiny_records,
         tmp_path / "model",
         "--backbone=efficientnet_lite0",
@@ -152,9 +149,6 @@ def test_offline_train_with_efficientnet_lite0_imagenet(tiny_records, tmp_path):
         "--batch_size=8",
         "--epochs=1",
         "--tensorboard=false",
-    )
-    result = subprocess.run(
-        command, capture_output=True, text=True, timeout=300, env=env, cwd=REPO_ROOT
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "converting the efficientnet_lite0 ImageNet weights once" in result.stderr

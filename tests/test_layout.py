@@ -6,6 +6,9 @@
   imports none of its siblings; the input listing (``records/inputs/``) imports none of the
   rest of ``records/``. Every import counts,
   the lazy ones inside functions and those under ``if TYPE_CHECKING:`` too.
+* No import circles: no module reaches itself through the imports of the modules it
+  imports (counted the same way). A circle is one concept split in two modules: merge
+  them, or move what both need into a third that both import.
 * No library module (everything outside ``tests/``) is over 400 lines, and no folder holds
   more than 15 modules, so ``ls`` shows the architecture.
 * ``setup.cfg`` lists every package, so an install outside the checkout has all of them.
@@ -118,6 +121,79 @@ def import_violations(root: pathlib.Path) -> list[str]:
     return problems
 
 
+def import_graph(root: pathlib.Path) -> dict[str, set[str]]:
+    """Module -> the project modules (or packages) it imports, every import counted."""
+    files = python_files(root)
+    known = {module_name(root, path) for path in files}
+    graph = {}
+    for path in files:
+        importer = module_name(root, path)
+        graph[importer] = imported_modules(root, path, known) - {importer}
+    return graph
+
+
+def _strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Tarjan's components of ``graph``, iteratively (no recursion limit to meet)."""
+    index, low, on_stack, stack, components = {}, {}, set(), [], []
+    for start in sorted(graph):
+        if start in index:
+            continue
+        work = [(start, iter(sorted(graph[start])))]
+        index[start] = low[start] = len(index)
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            node, targets = work[-1]
+            target = next((t for t in targets if t in graph), None)
+            if target is None:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == index[node]:
+                    component = []
+                    while not component or component[-1] != node:
+                        component.append(stack.pop())
+                        on_stack.discard(component[-1])
+                    components.append(component)
+            elif target not in index:
+                index[target] = low[target] = len(index)
+                stack.append(target)
+                on_stack.add(target)
+                work.append((target, iter(sorted(graph[target]))))
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+    return components
+
+
+def _circle_through(graph: dict[str, set[str]], members: set[str]) -> list[str]:
+    """The shortest import path from the first of ``members`` back to itself, inside them."""
+    start = min(members)
+    came_from = {start: None}
+    queue = [start]
+    for node in queue:
+        for target in sorted(graph[node] & members):
+            if target == start:
+                path = [node]
+                while came_from[path[-1]] is not None:
+                    path.append(came_from[path[-1]])
+                return [start, *reversed(path[:-1]), start]
+            if target not in came_from:
+                came_from[target] = node
+                queue.append(target)
+    raise AssertionError(f"no circle through {sorted(members)}")
+
+
+def import_circles(root: pathlib.Path) -> list[str]:
+    """One line per import circle (a set of modules that import each other), naming one
+    circle through them: ``a -> b -> a``."""
+    graph = import_graph(root)
+    return sorted(
+        f"import circle: {' -> '.join(_circle_through(graph, set(component)))}"
+        for component in _strongly_connected(graph)
+        if len(component) > 1
+    )
+
+
 def _console_script_modules(root: pathlib.Path) -> set[str]:
     config = configparser.ConfigParser()
     config.read(root / "setup.cfg")
@@ -129,6 +205,45 @@ def _console_script_modules(root: pathlib.Path) -> set[str]:
 
 def test_imports_run_one_way():
     assert import_violations(REPO_ROOT) == []
+
+
+def test_no_import_circles():
+    circles = import_circles(REPO_ROOT)
+    assert circles == [], (
+        "one concept split in two modules: merge them, or move what both need into a third "
+        f"that both import: {circles}"
+    )
+
+
+# Photos become records and model input through TensorFlow ops alone (records.photo), so
+# the exported SavedModel runs the same code; a Pillow import there would be a second
+# decoder. Pillow stays for benchmarks/ and the tests (an independent encoder/decoder).
+PILLOW_FREE = ("core", "records", "pipeline", "trainer")
+
+
+def pillow_imports(root: pathlib.Path) -> list[str]:
+    """The modules of ``PILLOW_FREE`` that import Pillow (``PIL``) anywhere."""
+    found = []
+    for path in python_files(root):
+        if path.relative_to(root).parts[0] not in PILLOW_FREE:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            if any(name == "PIL" or name.startswith("PIL.") for name in names):
+                found.append(str(path.relative_to(root)))
+    return found
+
+
+def test_the_library_never_imports_pillow(tmp_path):
+    assert pillow_imports(REPO_ROOT) == []
+    _empty_tree(tmp_path, ("records/photo.py", "benchmarks/near_copies.py"))
+    (tmp_path / "records" / "photo.py").write_text("def f():\n    from PIL import Image\n")
+    (tmp_path / "benchmarks" / "near_copies.py").write_text("import PIL.Image\n")
+    assert pillow_imports(tmp_path) == ["records/photo.py"]
 
 
 def test_no_library_module_is_too_long():
@@ -171,6 +286,17 @@ def test_setup_cfg_lists_every_package():
     assert listed == on_disk
 
 
+def _empty_tree(root: pathlib.Path, names) -> None:
+    """Empty modules ``names`` (paths) under ``root``, with their packages' __init__.py."""
+    for name in names:
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for package in path.relative_to(root).parents:
+            if package.parts:
+                (root / package / "__init__.py").touch()
+        path.write_text("")
+
+
 @pytest.mark.parametrize(
     "importer, source, problem",
     [
@@ -204,26 +330,23 @@ def test_setup_cfg_lists_every_package():
     ],
 )
 def test_a_planted_violation_is_found(tmp_path, importer, source, problem):
-    for name in (
-        "core/files.py",
-        "records/schema.py",
-        "records/inputs/labels.py",
-        "records/inputs/sources.py",
-        "pipeline/decode.py",
-        "trainer/plots.py",
-        "trainer/train.py",
-        "trainer/models/model.py",
-        "trainer/training/fit.py",
-        "trainer/training/config.py",
-        "trainer/inference/evaluation.py",
-        "trainer/serving/export.py",
-    ):
-        path = tmp_path / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        for package in path.relative_to(tmp_path).parents:
-            if package.parts:
-                (tmp_path / package / "__init__.py").touch()
-        path.write_text("")
+    _empty_tree(
+        tmp_path,
+        (
+            "core/files.py",
+            "records/schema.py",
+            "records/inputs/labels.py",
+            "records/inputs/sources.py",
+            "pipeline/decode.py",
+            "trainer/plots.py",
+            "trainer/train.py",
+            "trainer/models/model.py",
+            "trainer/training/fit.py",
+            "trainer/training/config.py",
+            "trainer/inference/evaluation.py",
+            "trainer/serving/export.py",
+        ),
+    )
     (tmp_path / "setup.cfg").write_text(
         "[options.entry_points]\nconsole_scripts =\n    train = trainer.train:run\n"
     )
@@ -231,3 +354,46 @@ def test_a_planted_violation_is_found(tmp_path, importer, source, problem):
     (tmp_path / importer).write_text(source)
     found = import_violations(tmp_path)
     assert any(line.startswith(problem) for line in found), found
+
+
+@pytest.mark.parametrize(
+    "sources, circle",
+    [
+        # Under TYPE_CHECKING (the old trainer.audit.data <-> report pair) it still counts.
+        (
+            {
+                "trainer/audit/data.py": "from trainer.audit import report\n",
+                "trainer/audit/report.py": (
+                    "from typing import TYPE_CHECKING\n"
+                    "if TYPE_CHECKING:\n    from trainer.audit.data import Findings\n"
+                ),
+            },
+            "trainer.audit.data -> trainer.audit.report -> trainer.audit.data",
+        ),
+        # A lazy import inside a function, and a relative one, count too.
+        (
+            {
+                "trainer/training/callbacks.py": "from . import resume\n",
+                "trainer/training/resume.py": (
+                    "def restore():\n    from trainer.training.callbacks import Checkpoint\n"
+                ),
+            },
+            "trainer.training.callbacks -> trainer.training.resume -> trainer.training.callbacks",
+        ),
+        # Three modules, plain ``import a.b.c``, across packages.
+        (
+            {
+                "records/schema.py": "import records.manifest\n",
+                "records/manifest.py": "from core import files\n",
+                "core/files.py": "import records.schema as schema\n",
+            },
+            "core.files -> records.schema -> records.manifest -> core.files",
+        ),
+    ],
+)
+def test_a_planted_import_circle_is_found(tmp_path, sources, circle):
+    _empty_tree(tmp_path, ("core/files.py", *sources))
+    assert import_circles(tmp_path) == []
+    for name, source in sources.items():
+        (tmp_path / name).write_text(source)
+    assert import_circles(tmp_path) == [f"import circle: {circle}"]

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT, subprocess_env
+from conftest import REPO_ROOT, run_command, subprocess_env
 from core import lock
 
 # Only bounds a hang; nothing waits for it to pass.
@@ -100,18 +100,6 @@ def test_each_lock_name_is_its_own_lock(tmp_path):
                 pass
 
 
-def _python(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, *args],
-        cwd=REPO_ROOT,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=HANG_S,
-        **kwargs,
-    )
-
-
 # A first run that takes the lock exactly as the command does (the command's own lock
 # function, on a config built from the same flags), says so on stdout and then waits on
 # its stdin, which the test holds: it stays blocked, holding the lock, until killed.
@@ -177,7 +165,9 @@ def test_second_run_stops_at_once_and_a_killed_runs_lock_never_blocks(tmp_path, 
         assert first.stdout.readline() == "locked\n"  # the event: it holds the lock
         assert (tmp_path / lock_file).read_text() == f"{first.pid}\n{command}\n"
 
-        second = _python("-m", f"trainer.{module}", *flags)
+        # The second run in this process: the lock is held by another process (flock
+        # locks are per open file, so this process's own would block it too).
+        second = run_command(f"trainer.{module}", *flags)
         assert second.returncode == 2, second.stderr[-3000:]
         message = (
             f"{command}: error: {folder_flag} {output} is in use by another {command} run "
@@ -195,7 +185,7 @@ def test_second_run_stops_at_once_and_a_killed_runs_lock_never_blocks(tmp_path, 
 
     # The rerun acquires: it gets past the lock to the next thing it checks (the records,
     # the model), and removes the lock file when it ends, as only a holder does.
-    rerun = _python("-m", f"trainer.{module}", *flags)
+    rerun = run_command(f"trainer.{module}", *flags)
     assert rerun.returncode == 2, rerun.stderr[-3000:]
     assert "in use" not in rerun.stderr
     assert next_error in rerun.stderr.strip().splitlines()[-1], rerun.stderr[-3000:]

@@ -1,4 +1,5 @@
-"""End-to-end tests of the make_records command, run as a real subprocess."""
+"""End-to-end tests of the make_records command: in this process (``conftest.run_command``), and
+in processes of their own where a kill and its resume need them."""
 
 from __future__ import annotations
 
@@ -7,36 +8,20 @@ import logging
 import os
 import pathlib
 import signal
-import subprocess
-import sys
 
 import pytest
 from absl import app, flags
 
-from conftest import REPO_ROOT, run_make_records_killed_after, subprocess_env, write_kaggle_folder
+from conftest import (
+    run_command,
+    run_make_records,
+    run_make_records_killed_after,
+    write_kaggle_folder,
+)
 from core import settings
 from records import make_records, schema, writer
 from records.convert_options import ConvertOptions
 from records.inputs import sources
-
-COMMAND = [sys.executable, "-m", "records.make_records"]
-
-
-def _env() -> dict[str, str]:
-    env = subprocess_env()
-    return env
-
-
-def _start(args: list[str], **kwargs) -> subprocess.Popen:
-    return subprocess.Popen(
-        COMMAND + args,
-        cwd=REPO_ROOT,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        **kwargs,
-    )
 
 
 def parse(*args: str) -> flags.FlagValues:
@@ -51,30 +36,27 @@ def options_from(*args: str) -> ConvertOptions:
     return settings.config_from_flags(ConvertOptions, parse(*args))
 
 
-@pytest.mark.slow
-def test_exit_codes_and_messages_without_traceback(tmp_path):
-    cases = {
+@pytest.mark.parametrize(
+    "args, message",
+    [
         # A flag mistake: a user error, exit 2.
-        "val_fraction": (
-            [f"--input={tmp_path}", f"--output_dir={tmp_path}/o1", "--val_fraction=1.5"],
-            2,
+        (
+            ["--output_dir={tmp}/o1", "--input={tmp}", "--val_fraction=1.5"],
             "--val_fraction=1.5 must be < 1",
         ),
         # An input mistake found by the library: a user error, exit 2.
-        "missing input": (
-            [f"--input={tmp_path}/nowhere", f"--output_dir={tmp_path}/o2"],
-            2,
-            "--input '" + f"{tmp_path}/nowhere' does not exist",
+        (
+            ["--input={tmp}/nowhere", "--output_dir={tmp}/o2"],
+            "--input '{tmp}/nowhere' does not exist",
         ),
-    }
-    # Both at once: each pays the TensorFlow import.
-    running = {name: _start(args) for name, (args, _, _) in cases.items()}
-    for name, process in running.items():
-        output, _ = process.communicate(timeout=120)
-        _, code, message = cases[name]
-        assert process.returncode == code, f"{name}: exit {process.returncode}\n{output}"
-        assert message in output, f"{name}: message missing\n{output}"
-        assert "Traceback" not in output, f"{name}: traceback shown\n{output}"
+    ],
+)
+def test_exit_codes_and_messages_without_traceback(tmp_path, args, message):
+    result = run_command("records.make_records", *(a.format(tmp=tmp_path) for a in args))
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert message.format(tmp=tmp_path) in output
+    assert "Traceback" not in output
 
 
 @pytest.mark.parametrize(
@@ -221,9 +203,10 @@ def test_killed_conversion_resumes_to_the_same_result(tmp_path):
             )
         )
     # Rerunning the same command finishes the job.
-    process = _start(args + ["--verify"])
-    output, _ = process.communicate(timeout=180)
-    assert process.returncode == 0, output
+    # In a process of its own, as the killed one was: its --num_workers=2 pool.
+    rerun = run_make_records(*args, "--verify")
+    output = rerun.stdout + rerun.stderr
+    assert rerun.returncode == 0, output
     assert "resuming:" in output and "checks out" in output, output
     manifest = json.loads((out / schema.MANIFEST_NAME).read_text())
     assert manifest["run"]["shards_reused"] == 5

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from trainer.models import backbones
 from trainer.models import model as model_lib
 
 SMALL = dict(image_size=(32, 32), dense_units=8)
@@ -52,7 +53,7 @@ def test_bad_settings_raise():
 def test_preprocess_matches_keras_eagerly_and_in_dataset_map():
     images = np.random.default_rng(0).integers(0, 256, size=(2, 8, 8, 3)).astype(np.uint8)
     expected = keras.applications.vgg16.preprocess_input(images.astype(np.float32))
-    layer = model_lib.VGG16Preprocess()
+    layer = backbones.VGG16Preprocess()
     np.testing.assert_allclose(layer(images).numpy(), expected, atol=1e-4)
     mapped = next(iter(tf.data.Dataset.from_tensors(images).map(layer)))
     np.testing.assert_allclose(mapped.numpy(), expected, atol=1e-4)
@@ -120,7 +121,7 @@ def test_imagenet_download_failure_says_what_to_do(monkeypatch, tmp_path):
 
     monkeypatch.setattr(keras.utils, "get_file", no_network)
     with pytest.raises(model_lib.WeightsError) as error:
-        model_lib.resolve_weights("imagenet")
+        model_lib.resolve_weights("imagenet", "vgg16", (128, 128))
     message = str(error.value)
     assert model_lib.NOTOP_WEIGHTS_FILE in message
     assert str(tmp_path / "keras_home" / "models") in message
@@ -140,7 +141,7 @@ def test_imagenet_download_runs_under_a_socket_timeout(monkeypatch, tmp_path):
     monkeypatch.setattr(keras.utils, "get_file", unanswered)
     before = socket.getdefaulttimeout()
     with pytest.raises(model_lib.WeightsError, match="could not download"):
-        model_lib.resolve_weights("imagenet")
+        model_lib.resolve_weights("imagenet", "vgg16", (128, 128))
     [timeout] = timeouts
     assert timeout is not None and 0 < timeout <= 60
     assert socket.getdefaulttimeout() == before  # Put back for the rest of the process.
@@ -164,3 +165,11 @@ def test_augmenter_wrapper_trains_with_it_and_saves_without(tmp_path):
     reloaded = keras.models.load_model(tmp_path / "m.keras")
     assert not any(isinstance(layer, keras.layers.RandomFlip) for layer in reloaded.layers)
     np.testing.assert_allclose(reloaded(images).numpy(), model(images).numpy(), atol=1e-6)
+
+
+def test_train_config_builds_the_model_defaults():
+    # TrainConfig's model fields default to ModelConfig's (one definition, in models/).
+    from trainer.training import config
+
+    train = config.TrainConfig(records_dir="records", model_dir="model", recipe="none")
+    assert train.model_config() == model_lib.ModelConfig()

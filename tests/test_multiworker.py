@@ -16,14 +16,13 @@ import pytest
 
 from conftest import (
     REPO_ROOT,
+    alternating_examples,
     free_ports,
-    make_jpeg_bytes,
     subprocess_env,
     train_command,
     train_runner_command,
     write_records,
 )
-from records import schema
 from trainer.models import model as model_lib
 
 # Both tests start training processes (2 minutes and 30 s).
@@ -59,18 +58,12 @@ def _dumping(dump_dir):
 
 
 def _records(tmp_path, num_train=32, num_val=8):
-    def items(count, offset):
-        return [
-            (
-                make_jpeg_bytes(40, 48, seed=offset + i),
-                i % 2,
-                f"{schema.CLASS_NAMES[i % 2]}.{offset + i}.jpg",
-            )
-            for i in range(count)
-        ]
-
     records_dir = tmp_path / "records"
-    write_records(records_dir, {"train": items(num_train, 0), "val": items(num_val, 900)})
+    examples = {
+        "train": alternating_examples(num_train, 0),
+        "val": alternating_examples(num_val, 900),
+    }
+    write_records(records_dir, examples)
     return records_dir
 
 

@@ -16,14 +16,13 @@ import pathlib
 import shutil
 import warnings
 import zipfile
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import convert, make_big_jpeg, make_jpeg_bytes, read_records
-from records import images, schema, verify
+from conftest import convert, make_big_jpeg, make_jpeg_bytes, png_claiming, read_records
+from records import photo_header, schema, verify
 from records.inputs import labels, zips
 
 PHONE_ROTATION = "EXIF orientation 6 -> rotated 90° clockwise (stored upright)"
@@ -49,16 +48,6 @@ def _phone_photo() -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, "JPEG", quality=95, exif=exif.tobytes())
     return buffer.getvalue()
-
-
-def _png_claiming_9000x9000() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (1, 1)).save(buffer, "PNG")
-    data = bytearray(buffer.getvalue())
-    ihdr = data.index(b"IHDR")
-    data[ihdr + 4 : ihdr + 12] = (9000).to_bytes(4, "big") * 2
-    data[ihdr + 17 : ihdr + 21] = zlib.crc32(bytes(data[ihdr : ihdr + 17])).to_bytes(4, "big")
-    return bytes(data)
 
 
 def _zip(path: pathlib.Path, members: list[tuple[str, bytes]]) -> None:
@@ -229,12 +218,12 @@ def test_huge_header_is_skipped_with_the_pixel_limit(tmp_path):
     folder = tmp_path / "train"
     folder.mkdir()
     _write(folder / "cat.1.jpg", make_jpeg_bytes(seed=1))
-    _write(folder / "cat.2.png", _png_claiming_9000x9000())
+    _write(folder / "cat.2.png", png_claiming(9000))
     result = convert([folder], tmp_path / "out")
     assert result.manifest["skipped"] == [
         {"source": "train/cat.2.png", "path": str(folder / "cat.2.png"), "reason": HUGE}
     ]
-    assert images.MAX_PIXELS == 65_000_000
+    assert photo_header.MAX_PIXELS == 65_000_000
     assert verify.verify_records(str(tmp_path / "out")) == []
 
 
@@ -267,7 +256,7 @@ def build_collection(root: pathlib.Path) -> list[pathlib.Path]:
     shutil.copy(photos / "dogs" / "dog.0.jpg", photos / "dogs" / "dog.copy.jpg")
     _write(os.fsencode(photos / "dogs") + b"/dog.\xff.jpg", make_jpeg_bytes(seed=20))
     _write(photos / "dogs" / "dog.phone.jpg", _phone_photo())
-    _write(photos / "dogs" / "dog.huge.png", _png_claiming_9000x9000())
+    _write(photos / "dogs" / "dog.huge.png", png_claiming(9000))
     os.symlink("..", photos / "dogs" / "loop")
     _write(photos / "private" / "cat.9.jpg", make_jpeg_bytes(seed=30))
     _zip(photos / "more.zip", [("cat.8.jpg", make_jpeg_bytes(seed=31))])

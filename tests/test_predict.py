@@ -13,7 +13,6 @@ import io
 import json
 import os
 import zipfile
-import zlib
 
 import keras
 import numpy as np
@@ -21,18 +20,19 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from conftest import make_big_jpeg, make_jpeg_bytes
+from conftest import make_big_jpeg, make_damaged_jpeg, make_jpeg_bytes, png_claiming
 from pipeline import dataset as dataset_lib
 from pipeline import decode
-from records import images, writer
+from records import photo_header, stored_photo, writer
 from records.inputs import labels, unlabelled
 from records.manifest import Manifest
 from records.photo import StoreSettings
+from records.photo_batches import BadImage
 from trainer import predict as predict_cli
 from trainer.inference import prediction as predict_lib
 
 IMAGE_SIZE = (32, 32)
-HUGE = f"image too large: 9000x9000 = 81000000 pixels (limit {images.MAX_PIXELS})"
+HUGE = f"image too large: 9000x9000 = 81000000 pixels (limit {photo_header.MAX_PIXELS})"
 
 
 def _brightness_model(path, *, top_half=False, left_half=False, head="softmax", sharpness=20.0):
@@ -266,21 +266,11 @@ def test_exif_orientation_is_applied(tmp_path):
     assert labels_by_id["1"] > 0.95 and labels_by_id["2"] < 0.05
 
 
-def _png_claiming_9000x9000() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (1, 1)).save(buffer, "PNG")
-    data = bytearray(buffer.getvalue())
-    ihdr = data.index(b"IHDR")
-    data[ihdr + 4 : ihdr + 12] = (9000).to_bytes(4, "big") * 2
-    data[ihdr + 17 : ihdr + 21] = zlib.crc32(bytes(data[ihdr : ihdr + 17])).to_bytes(4, "big")
-    return bytes(data)
-
-
 def test_pixel_limit_before_decoding(model_path, tmp_path):
     folder = tmp_path / "test1"
     folder.mkdir()
     _write(folder / "1.jpg", _jpeg(215, seed=1))
-    huge = _png_claiming_9000x9000()
+    huge = png_claiming(9000)
     assert len(huge) < 1000
     _write(folder / "2.png", huge)
     output = tmp_path / "submission.csv"
@@ -289,6 +279,32 @@ def test_pixel_limit_before_decoding(model_path, tmp_path):
     assert [(e["id"], e["reason"]) for e in _sidecar(output, "bad_images")] == [("2", HUGE)]
     # The file holds one pixel: a decode would have failed as a corrupt PNG instead.
     assert dict(_read_submission(output))["2"] == 0.5
+
+
+def test_a_photo_the_decoder_refuses_fails_only_itself(model_path, tmp_path):
+    # Its header is intact, so it reaches the decoder, in one batch with the others: the
+    # call fails, and only this photo may be refused, in make_records' words.
+    folder = tmp_path / "test1"
+    folder.mkdir()
+    for image_id in DOGS:
+        _write(folder / f"{image_id}.jpg", _jpeg(215, seed=image_id))
+    for image_id in CATS:
+        _write(folder / f"{image_id}.jpg", _jpeg(40, seed=image_id))
+    damaged = make_damaged_jpeg()
+    _write(folder / "5.jpg", damaged)
+    output = tmp_path / "submission.csv"
+    summary = predict_lib.predict(str(model_path), str(folder), str(output))
+    assert summary == {**summary, "predicted": 6, "bad_images": 1}
+    with pytest.raises(BadImage) as words:
+        stored_photo.prepare(damaged)
+    assert str(words.value).startswith("corrupt JPEG (")
+    assert [(e["id"], e["reason"]) for e in _sidecar(output, "bad_images")] == [
+        ("5", str(words.value))
+    ]
+    labels_by_id = dict(_read_submission(output))
+    assert all(labels_by_id[str(image_id)] > 0.99 for image_id in DOGS)
+    assert all(labels_by_id[str(image_id)] < 0.01 for image_id in CATS)
+    assert labels_by_id["5"] == 0.5
 
 
 def test_big_jpeg_is_predicted_reduced_not_a_bad_image(model_path, tmp_path):
@@ -303,7 +319,7 @@ def test_big_jpeg_is_predicted_reduced_not_a_bad_image(model_path, tmp_path):
 
 
 def _kaggle_like_folder(folder):
-    """Images that exercise every branch of ``records.images.prepare``."""
+    """Images that exercise every branch of ``records.photo.prepare``."""
     folder.mkdir()
     _write(folder / "cat.1.jpg", make_jpeg_bytes(150, 200, seed=1))  # downscaled
     _write(folder / "cat.2.jpg", make_jpeg_bytes(375, 500, seed=2))  # downscaled more
@@ -407,3 +423,66 @@ def test_submission_id():
     assert predict_lib.submission_id("test1/17.jpg") == "17"
     assert predict_lib.submission_id(os.fsdecode(b"test1/\xff.jpg")) == "\\xff"
     assert sorted(["10", "9", "x"], key=predict_lib._sort_key) == ["9", "10", "x"]
+
+
+@pytest.mark.slow
+def test_litert_answers_as_keras_and_lists_the_same_bad_photos(model_path, tmp_path):
+    folder = tmp_path / "test1"
+    _test_folder(folder)  # 7 photos, one not an image
+    _write(folder / "6.jpg", make_damaged_jpeg())  # refused by the decoder only
+    outputs = {}
+    for engine in ("keras", "litert"):
+        output = tmp_path / engine / "submission.csv"
+        summary = predict_lib.predict(str(model_path), str(folder), str(output), engine=engine)
+        assert summary == {**summary, "engine": engine, "predicted": 7, "bad_images": 2}
+        outputs[engine] = output
+    keras_rows, lite_rows = (_read_submission(outputs[e]) for e in ("keras", "litert"))
+    assert [i for i, _ in lite_rows] == [i for i, _ in keras_rows]
+    np.testing.assert_allclose([p for _, p in lite_rows], [p for _, p in keras_rows], atol=2e-6)
+    assert _sidecar(outputs["litert"], "bad_images") == _sidecar(outputs["keras"], "bad_images")
+    assert [f for f in os.listdir(model_path.parent) if f.endswith(".tflite")]  # cached
+
+
+@pytest.mark.slow
+def test_litert_int8_is_calibrated_on_the_training_records(tmp_path):
+    folder = tmp_path / "train"
+    _kaggle_like_folder(folder)
+    records_dir = tmp_path / "records"
+    writer.convert(
+        writer.ConvertOptions(
+            inputs=(str(folder),),
+            output_dir=str(records_dir),
+            val_fraction=0.5,
+            single_process=True,
+            progress=False,
+        )
+    )
+    model_path = _brightness_model(tmp_path / "model" / "model.keras")
+    _metrics_beside(model_path, records_dir)
+    _test_folder(tmp_path / "test1")
+    output = tmp_path / "int8.csv"
+    summary = predict_lib.predict(
+        str(model_path), str(tmp_path / "test1"), str(output), engine="litert_int8"
+    )
+    assert summary == {**summary, "engine": "litert_int8", "predicted": 7, "bad_images": 1}
+    labels_by_id = dict(_read_submission(output))
+    # Quantized, so close rather than equal; every bright photo a dog, every dark one a cat.
+    assert all(labels_by_id[str(image_id)] > 0.9 for image_id in (*DOGS, 4))
+    assert all(labels_by_id[str(image_id)] < 0.1 for image_id in CATS)
+    assert [f for f in os.listdir(model_path.parent) if f.startswith("litert_int8_")]
+
+
+def test_litert_int8_without_the_training_records_says_which_flag(model_path, tmp_path):
+    _test_folder(tmp_path / "test1")
+    with pytest.raises(FileNotFoundError, match="calibrates the int8 model .* --records_dir="):
+        predict_lib.predict(
+            str(model_path), str(tmp_path / "test1"), str(tmp_path / "s.csv"), engine="litert_int8"
+        )
+
+
+def test_an_unknown_engine_is_refused_before_the_model_loads(tmp_path):
+    (tmp_path / "test1").mkdir()
+    with pytest.raises(ValueError, match="expected one of auto, keras, litert, litert_int8"):
+        predict_lib.predict(
+            str(tmp_path / "missing.keras"), str(tmp_path / "test1"), "s.csv", engine="int4"
+        )

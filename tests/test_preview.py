@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import keras
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO_ROOT, subprocess_env
+from conftest import run_command
 from pipeline import dataset as dataset_lib
 from records.manifest import Manifest
 from trainer.preview import PreviewConfig
@@ -76,46 +73,25 @@ def test_titles_are_the_labels_and_the_grid_fits_the_batch(tmp_path):
 @pytest.mark.slow
 def test_preview_command(tiny_records, tmp_path):
     output = tmp_path / "out" / "batch.png"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "trainer.preview",
-            f"--records_dir={tiny_records}",
-            f"--output={output}",
-            "--batch_size=8",
-            "--image_size=32",
-            "--seed=1",
-            # train's flags work as they are, --model_dir included.
-            f"--model_dir={tmp_path / 'model'}",
-            "--backbone=small_cnn",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env=subprocess_env(),
-        cwd=REPO_ROOT,
+    result = run_command(
+        "trainer.preview",
+        f"--records_dir={tiny_records}",
+        f"--output={output}",
+        "--batch_size=8",
+        "--image_size=32",
+        "--seed=1",
+        # train's flags work as they are, --model_dir included.
+        f"--model_dir={tmp_path / 'model'}",
+        "--backbone=small_cnn",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"wrote {output}: 8 training images" in result.stdout
     assert output.is_file() and not (tmp_path / "model").exists()
 
 
-@pytest.mark.slow
 def test_preview_command_missing_records(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "trainer.preview",
-            f"--records_dir={tmp_path / 'nothing'}",
-            f"--output={tmp_path / 'b.png'}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env=subprocess_env(),
-        cwd=REPO_ROOT,
+    result = run_command(
+        "trainer.preview", f"--records_dir={tmp_path / 'nothing'}", f"--output={tmp_path / 'b.png'}"
     )
     assert result.returncode == 2
     assert "make_records" in result.stderr and "Traceback" not in result.stderr

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO_ROOT, subprocess_env, train_runner_command
+from conftest import REPO_ROOT, TINY_TRAIN_FLAGS, subprocess_env, train_runner_command
 from trainer.models import model as model_lib
 from trainer.training import callbacks as callbacks_lib
 from trainer.training import features, resume
@@ -125,7 +125,7 @@ def test_resume_restores_best_score_and_patience(tmp_path, monkeypatch, interrup
         extra = [_RaiseAtEpochEnd(2)]
     else:
         # Epoch 1 (the best) is backed up, best.keras still holds epoch 0.
-        save_pending = callbacks_lib.InferenceModelCheckpoint.save_pending
+        save_pending = resume.InferenceModelCheckpoint.save_pending
 
         def interrupted_save_pending(self):
             if self._pending and self.best_epoch == 1:
@@ -133,7 +133,7 @@ def test_resume_restores_best_score_and_patience(tmp_path, monkeypatch, interrup
             save_pending(self)
 
         monkeypatch.setattr(
-            callbacks_lib.InferenceModelCheckpoint, "save_pending", interrupted_save_pending
+            resume.InferenceModelCheckpoint, "save_pending", interrupted_save_pending
         )
     with pytest.raises(_Interrupted):
         _fit(_tiny_model(seed=1), tmp_path, weights, resumed=False, extra=extra)
@@ -171,13 +171,7 @@ def test_a_backup_is_one_weights_file_and_the_metadata_naming_it(tmp_path):
 # ---- Subprocess: real train runs SIGKILLed at exact points. ----
 
 FLAGS = [
-    "--weights=none",
-    "--image_size=32",
-    "--dense_units=8",
-    "--batch_size=8",
-    "--augment=none",
-    "--notensorboard",
-    "--seed=5",
+    *TINY_TRAIN_FLAGS,
     "--deterministic",
     # Phase one trains the head only; phase two also block5: a different optimizer.
     "--freeze_layers=18",

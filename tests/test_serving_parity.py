@@ -21,7 +21,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from conftest import SAMPLE_DIR, subprocess_env
+from conftest import SAMPLE_DIR, png_claiming, subprocess_env
 from pipeline import photos
 from records import writer
 from records.convert_options import ConvertOptions
@@ -112,13 +112,10 @@ BAD_ROWS = {
 
 
 def _bad_rows(data: bytes) -> dict[str, bytes]:
-    png = bytearray(_encode(Image.new("RGB", (1, 1)), "PNG"))
-    ihdr = png.index(b"IHDR")
-    png[ihdr + 4 : ihdr + 12] = (30000).to_bytes(4, "big") * 2  # claims 900 MP
     return {
         **BAD_ROWS,
         "bad_truncated.jpg": data[: len(data) // 2],
-        "bad_bomb.png": bytes(png),
+        "bad_bomb.png": png_claiming(30000),  # 900 MP
     }
 
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 from absl import app, flags
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, run_command
 from core import settings
 
 setting = settings.setting
@@ -229,9 +229,8 @@ def test_help_shows_no_tensorflow_log_lines_and_exits_0():
     assert "--augment: <fused|keras_cv_data|keras_cv_model|none>" in result.stdout
 
 
-@pytest.mark.slow
 def test_a_missing_required_flag_is_one_error_line_and_exit_2(tmp_path):
-    result = _console_script("train", f"--model_dir={tmp_path / 'model'}")
+    result = run_command("trainer.train", f"--model_dir={tmp_path / 'model'}")
     assert result.returncode == 2
     assert result.stdout == ""  # no help dump
     assert result.stderr.splitlines() == [
@@ -240,13 +239,12 @@ def test_a_missing_required_flag_is_one_error_line_and_exit_2(tmp_path):
     assert not (tmp_path / "model").exists()
 
 
-@pytest.mark.slow
 def test_a_run_logs_its_settings_as_the_non_default_flags(tmp_path):
     records_dir, model_dir = tmp_path / "no_records", tmp_path / "model"
-    result = _console_script(
+    result = run_command(
         # --recipe=none: the plain defaults, so only what the command line changes differs
         # (with the default recipe the line also lists its values).
-        "train",
+        "trainer.train",
         "--recipe=none",
         f"--records_dir={records_dir}",
         f"--model_dir={model_dir}",

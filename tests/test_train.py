@@ -1,39 +1,44 @@
-"""Tests for the `train` entry point, run as a real subprocess (flags, errors, resume)."""
+"""Tests for the `train` entry point (flags, errors, resume, output), run in this process
+through ``conftest.run_command``; a subprocess only where a test needs one: a SIGKILL, and
+logical CPU devices (they must be set before TensorFlow initialises, which this process
+has done)."""
 
 from __future__ import annotations
 
 import json
 import signal
 import subprocess
-import sys
 
 import pandas as pd
 import pytest
 
-from conftest import REPO_ROOT, subprocess_env, train_command, train_runner_command
+from conftest import (
+    REPO_ROOT,
+    TINY_TRAIN_FLAGS,
+    run_command,
+    run_train,
+    subprocess_env,
+    train_command,
+    train_runner_command,
+)
 from trainer.models import model as model_lib
 
-# Every test runs the train command in a subprocess (4 s to start TensorFlow at least).
-pytestmark = pytest.mark.slow
-
-SMALL_FLAGS = [
-    "--weights=none",
-    "--image_size=32",
-    "--dense_units=8",
-    "--batch_size=8",
-    "--augment=none",
-    "--notensorboard",
-    "--seed=5",
-]
+SMALL_FLAGS = TINY_TRAIN_FLAGS
 
 
-def run_train(records_dir, model_dir, *flags, command=train_command, timeout=240):
-    """``command`` (``train`` itself, or tests/train_runner.py) with SMALL_FLAGS + flags."""
+def train(records_dir, model_dir, *flags):
+    """``train`` in this process with SMALL_FLAGS + flags."""
+    return run_train(records_dir, model_dir, *SMALL_FLAGS, *flags)
+
+
+def train_in_a_process(records_dir, model_dir, *flags, command=train_command):
+    """``command`` (``train`` itself, or tests/train_runner.py) with SMALL_FLAGS + flags in
+    a process of its own."""
     return subprocess.run(
         command(records_dir, model_dir, *SMALL_FLAGS, *flags),
         capture_output=True,
         text=True,
-        timeout=timeout,
+        timeout=240,
         env=subprocess_env(),
         cwd=REPO_ROOT,
     )
@@ -42,37 +47,26 @@ def run_train(records_dir, model_dir, *flags, command=train_command, timeout=240
 def test_flagfile_run(tiny_records, tmp_path):
     flagfile = tmp_path / "train.flags"
     flagfile.write_text("--epochs=1\n--steps_per_epoch=1\n")
-    result = run_train(tiny_records, tmp_path / "model", f"--flagfile={flagfile}")
+    result = train(tiny_records, tmp_path / "model", f"--flagfile={flagfile}")
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "model" / "metrics.json").read_text())
     assert metrics["settings"]["epochs"] == 1 and metrics["steps_per_epoch"] == 1
 
 
-def test_imagenet_download_failure_is_a_clear_error(tiny_records, tmp_path):
+def test_imagenet_download_failure_is_a_clear_error(tiny_records, tmp_path, monkeypatch):
     # The card's recipe on a machine offline: nothing listens on port 9, so the VGG16
     # download fails. (That a network that never answers cannot hang it: test_model's
-    # socket-timeout test.)
-    env = subprocess_env(
-        KERAS_HOME=str(tmp_path / "keras_home"),
-        https_proxy="http://127.0.0.1:9",
-        HTTPS_PROXY="http://127.0.0.1:9",
-    )
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "trainer.train",
-            f"--records_dir={tiny_records}",
-            f"--model_dir={tmp_path / 'model'}",
-            "--recipe=vgg16",
-            "--image_size=32",
-            "--batch_size=8",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        cwd=REPO_ROOT,
+    # socket-timeout test.) The Keras cache and the proxy are read when the download runs.
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    result = run_command(
+        "trainer.train",
+        f"--records_dir={tiny_records}",
+        f"--model_dir={tmp_path / 'model'}",
+        "--recipe=vgg16",
+        "--image_size=32",
+        "--batch_size=8",
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
@@ -84,11 +78,6 @@ def test_imagenet_download_failure_is_a_clear_error(tiny_records, tmp_path):
 @pytest.mark.parametrize(
     "flags, message, code",
     [
-        (
-            ["--strategy=mirrored", "--num_cpu_devices=2", "--batch_size=3"],
-            "batch_size 3 is not divisible by 2 replicas",
-            2,
-        ),
         (["--weights=/no/such/vgg16.h5"], "no such file", 2),
         (["--mixed_precision=fp8"], "--mixed_precision", 2),
         (["--backup_freq=often"], "--backup_freq=often", 2),
@@ -99,18 +88,28 @@ def test_imagenet_download_failure_is_a_clear_error(tiny_records, tmp_path):
     ],
 )
 def test_bad_flags_give_clear_errors(tiny_records, tmp_path, flags, message, code):
-    result = run_train(tiny_records, tmp_path / "model", *flags, timeout=120)
+    result = train(tiny_records, tmp_path / "model", *flags)
     assert result.returncode == code
     assert message in result.stderr
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # A process of its own: two logical CPU devices.
+def test_a_batch_that_replicas_cannot_share_is_a_clear_error(tiny_records, tmp_path):
+    flags = ["--strategy=mirrored", "--num_cpu_devices=2", "--batch_size=3"]
+    result = train_in_a_process(tiny_records, tmp_path / "model", *flags)
+    assert result.returncode == 2
+    assert "batch_size 3 is not divisible by 2 replicas" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_missing_records_dir(tmp_path):
-    result = run_train(tmp_path / "nothing", tmp_path / "model", timeout=120)
+    result = train(tmp_path / "nothing", tmp_path / "model")
     assert result.returncode == 2
     assert "make_records" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # The kill needs a process of its own; the resume runs here.
 def test_killed_run_resumes(tiny_records, tmp_path):
     model_dir = tmp_path / "model"
     # 3 epochs x 3 steps with a backup every 2 steps, SIGKILLed by tests/train_runner.py
@@ -118,14 +117,14 @@ def test_killed_run_resumes(tiny_records, tmp_path):
     # done. tests/test_resume.py kills at more points; this is the plain one-phase run,
     # resumed by the `train` command itself.
     flags = ["--epochs=3", "--steps_per_epoch=3", "--backup_freq=2", "--early_stopping_patience=0"]
-    killed = run_train(
+    killed = train_in_a_process(
         tiny_records, model_dir, *flags, "--kill_at=0:1:2", command=train_runner_command
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert not (model_dir / "metrics.json").exists()
     assert pd.read_csv(model_dir / "history.csv")["epoch"].tolist() == [0]
 
-    result = run_train(tiny_records, model_dir, *flags)
+    result = train(tiny_records, model_dir, *flags)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resuming from the backup" in result.stderr
     metrics = json.loads((model_dir / "metrics.json").read_text())
@@ -137,9 +136,9 @@ def test_killed_run_resumes(tiny_records, tmp_path):
 
 
 def test_not_a_terminal_gets_exactly_one_line_per_epoch(tiny_records, tmp_path):
-    # stdout is a pipe here, as in a log file or CI: no bar, no carriage returns, and
+    # stdout is no terminal here, as in a log file or CI: no bar, no carriage returns, and
     # nothing but the epoch lines (the logs go to stderr).
-    result = run_train(tiny_records, tmp_path / "model", "--epochs=3", "--steps_per_epoch=2")
+    result = train(tiny_records, tmp_path / "model", "--epochs=3", "--steps_per_epoch=2")
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     assert [line.split(" - ")[0] for line in lines] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]

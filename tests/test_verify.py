@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 
 import pytest
 import tensorflow as tf
 
-from conftest import REPO_ROOT, make_jpeg_bytes, subprocess_env, write_kaggle_folder
+from conftest import make_jpeg_bytes, run_command, write_kaggle_folder
 from records import schema, verify, writer
 
 
@@ -151,14 +149,7 @@ def test_no_manifest_is_one_clear_problem(tmp_path):
 def test_command_exits_1_and_lists_problems(converted):
     shard = converted / "val-00000-of-00002.tfrecord"
     shard.write_bytes(shard.read_bytes()[:-10])
-    result = subprocess.run(
-        [sys.executable, "-m", "records.verify", f"--records_dir={converted}"],
-        cwd=REPO_ROOT,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_command("records.verify", f"--records_dir={converted}")
     assert result.returncode == 1, result.stderr
     assert "val-00000-of-00002.tfrecord: sha256 differs" in result.stderr
     assert "Traceback" not in result.stderr

@@ -23,6 +23,7 @@ from conftest import (
     convert,
     make_jpeg_bytes,
     read_records,
+    run_command,
     subprocess_env,
     write_kaggle_folder,
 )
@@ -510,20 +511,8 @@ def test_two_processes_into_one_folder(tmp_path):
     )
     try:
         assert holder.stdout.readline() == "locked\n"
-        second = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "records.make_records",
-                f"--input={folder}",
-                f"--output_dir={out}",
-                "--overwrite",
-            ],
-            cwd=REPO_ROOT,
-            env=subprocess_env(),
-            capture_output=True,
-            text=True,
-            timeout=300,
+        second = run_command(
+            "records.make_records", f"--input={folder}", f"--output_dir={out}", "--overwrite"
         )
     finally:
         holder.kill()

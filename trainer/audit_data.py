@@ -77,13 +77,13 @@ def output_dir_lock(config: AuditConfig) -> lock.DirectoryLock:
 
 
 def main(config: AuditConfig) -> int:
-    from trainer.audit import data
+    from trainer.audit import analysis
 
     # First: a second audit into a busy folder stops before it reads anything.
     with output_dir_lock(config):
-        manifest = data.load_records(config.records_dir)
+        manifest = analysis.load_records(config.records_dir)
         weights = config.weights or model_lib.default_weights(config.backbone)
-        written = data.audit(
+        written = analysis.audit(
             manifest,
             config.output_dir,
             backbone=config.backbone,

@@ -26,6 +26,7 @@ from absl import logging
 from core import settings
 from records import schema
 from trainer.inference import tta as tta_lib
+from trainer.models import engine as engine_lib
 
 setting = settings.setting
 
@@ -55,6 +56,13 @@ class EvaluateConfig:
     num_mistakes: int = setting(
         16, "Most confident mistakes to show in <prefix>_mistakes.png (0: no picture).", minimum=0
     )
+    engine: str = setting(
+        "auto",
+        "What runs the model: keras, litert (converted once to float32 TFLite, cached beside "
+        "--model, run by XNNPACK on every core; the same P(dog) within float32 round-off), "
+        "or auto (litert when the split is big enough to pay for the conversion).",
+        choices=engine_lib.ENGINES,
+    )
 
     def __post_init__(self):
         settings.check(self)
@@ -80,6 +88,7 @@ def main(config: EvaluateConfig) -> int:
         config.batch_size,
         tta=config.tta,
         num_mistakes=config.num_mistakes,
+        engine=config.engine,
     )
     metrics, mistakes = result.metrics, result.mistakes
     report = evaluation.format_report(metrics)

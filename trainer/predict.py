@@ -22,6 +22,7 @@ import dataclasses
 
 from core import settings
 from trainer.inference import tta as tta_lib
+from trainer.models import engine as engine_lib
 
 setting = settings.setting
 
@@ -47,6 +48,15 @@ class PredictConfig:
         "Test-time augmentation: flip averages P(dog) over each image and its mirror.",
         choices=tta_lib.TTA_MODES,
     )
+    engine: str = setting(
+        "auto",
+        "What runs the model: keras, litert (converted once to float32 TFLite, cached beside "
+        "--model, run by XNNPACK on every core; the same P(dog) within float32 round-off), "
+        "auto (litert when there are enough images to pay for the conversion), or "
+        "litert_int8 (quantized as export_model does, calibrated on the training records: "
+        "faster, with the accuracy cost in docs/serving.md).",
+        choices=engine_lib.PREDICT_ENGINES,
+    )
 
     def __post_init__(self):
         settings.check(self)
@@ -63,6 +73,7 @@ def main(config: PredictConfig) -> int:
         config.bad_image_label,
         config.records_dir,
         config.tta,
+        config.engine,
     )
     print(
         f"wrote {summary['output']}: {summary['predicted']} of {summary['images']} images "

@@ -29,7 +29,7 @@ def _natural_key(name: str) -> list:
 
 
 # What ``predict`` takes for an image, by name (case-insensitive): the formats the
-# converter reads and stores (``records.images``: JPEG, and PNG/GIF/BMP/WebP/TIFF which it
+# converter reads and stores (``records.photo``: JPEG, and PNG/GIF/BMP/WebP/TIFF which it
 # converts). A file with another name (Thumbs.db, notes.txt) is not an input to predict.
 IMAGE_EXTENSIONS = (
     ".jpg",

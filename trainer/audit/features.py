@@ -8,6 +8,14 @@ on many times over, in seconds, instead of running the base again. Each image's 
 comes with its pixels (``eval_dataset(with_filenames=True)``), so the two cannot fall
 out of step. The vectors are kept in an ``.npz`` file, reused while the records and the
 base are the same (``fingerprint``).
+
+From the same decoded pixels comes a second, model-free signal for the near-duplicate
+search (``trainer.audit.neighbours``): a 16x16 grey ``thumbnails`` of the whole frame.
+The eval decode squashes the whole photo to the square input, so a copy squashed or
+stretched to another aspect ratio lands on the same square; the base's features of a
+small copy (upscaled and blurred for the base) drift from its original's (cosine 0.34-0.75
+at a long side of 64 px), while 16x16 is coarse enough that the two thumbnails still
+agree (correlation >= 0.99; ``trainer.audit.neighbours`` has the measurements).
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import os
 
 import keras
 import numpy as np
+import tensorflow as tf
 from absl import logging
 
 from core.progress import Progress
@@ -28,6 +37,9 @@ from records.manifest import Manifest
 from trainer.inference import evaluation
 from trainer.models import model as model_lib
 from trainer.training import features
+
+# Side of the grey thumbnail (``thumbnails``): a 64-px copy still has 4 pixels per cell.
+THUMBNAIL_SIZE = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +53,7 @@ class AuditFeatures:
       splits: Each record's split.
       positions: Each record's position in its split's eval order (0-based), which a
         second ``eval_dataset`` pass reproduces.
+      thumbnails: float32 [N, THUMBNAIL_SIZE**2] (``thumbnails``) of the same pixels.
     """
 
     vectors: np.ndarray
@@ -48,6 +61,7 @@ class AuditFeatures:
     filenames: tuple[str, ...]
     splits: tuple[str, ...]
     positions: np.ndarray
+    thumbnails: np.ndarray
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -74,6 +88,28 @@ def extractor(backbone: str, weights: str, image_size: tuple[int, int]) -> keras
     return features.feature_model(model)
 
 
+def thumbnails(images: tf.Tensor | np.ndarray) -> np.ndarray:
+    """uint8 [B, H, W, 3] -> float32 [B, THUMBNAIL_SIZE**2]: each image's grey thumbnail,
+    less its mean, scaled to norm 1 (so a dot product is the Pearson correlation).
+
+    Takes the images as the eval decode made them: the whole frame squashed to the square,
+    so a copy at another aspect ratio gives the same thumbnail. Mean and norm removed: a
+    copy brightened or with more contrast still matches. A flat image (no contrast) is all
+    zeros: it correlates with nothing.
+    """
+    # "area" averages every pixel of a cell: the thumbnail of a sharp original and of a
+    # blurred small copy are then the same means, where bilinear would sample a few pixels.
+    small = tf.image.resize(
+        tf.cast(images, tf.float32), (THUMBNAIL_SIZE, THUMBNAIL_SIZE), method="area"
+    )
+    grey = tf.reshape(tf.image.rgb_to_grayscale(small), (-1, THUMBNAIL_SIZE**2)).numpy()
+    grey -= grey.mean(axis=1, keepdims=True)
+    norm = np.linalg.norm(grey, axis=1, keepdims=True)
+    # A standard deviation below one grey level over the cells: the JPEG's noise, not a
+    # picture, whose correlation with anything would be chance.
+    return np.where(norm > THUMBNAIL_SIZE, grey / np.maximum(norm, 1e-12), 0.0).astype(np.float32)
+
+
 def labelled_splits(manifest: Manifest) -> list[str]:
     """The splits of ``manifest`` that hold records (train, val and test where they exist)."""
     return [s for s in schema.SPLITS if s in manifest.splits and manifest.splits[s].shards]
@@ -85,7 +121,8 @@ def extract(
     batch_size: int = 64,
     progress: bool | None = None,
 ) -> AuditFeatures:
-    """Runs every labelled record once through ``model`` (see ``extractor``).
+    """Runs every labelled record once through ``model`` (see ``extractor``), and takes
+    the ``thumbnails`` of the same pixels.
 
     Args:
       manifest: The records directory.
@@ -102,7 +139,7 @@ def extract(
     if not splits:
         raise ValueError(f"{manifest.path} lists no records; rerun make_records")
     bar = Progress(f"features ({model.name})", sum(map(manifest.num_examples, splits)), progress)
-    vectors, labels, names, split_of, positions = [], [], [], [], []
+    vectors, small, labels, names, split_of, positions = [], [], [], [], [], []
     try:
         for split in splits:
             data = dataset_lib.eval_dataset(
@@ -111,6 +148,7 @@ def extract(
             count = 0
             for images, batch_labels, batch_names in data:
                 vectors.append(np.asarray(model.predict_on_batch(images), np.float32))
+                small.append(thumbnails(images))
                 labels.extend(batch_labels.numpy().tolist())
                 names.extend(evaluation.display_filename(n) for n in batch_names.numpy())
                 count += len(batch_labels)
@@ -125,6 +163,7 @@ def extract(
         filenames=tuple(names),
         splits=tuple(split_of),
         positions=np.asarray(positions, np.int64),
+        thumbnails=np.concatenate(small),
     )
 
 
@@ -227,10 +266,15 @@ def load(path: str, key: str) -> AuditFeatures | None:
         if str(data["key"]) != key:
             logging.info("%s was made from other records or another base; recomputing", path)
             return None
+        missing = [f.name for f in dataclasses.fields(AuditFeatures) if f.name not in data]
+        if missing:
+            logging.info("%s has no %s (an older audit); recomputing", path, ", ".join(missing))
+            return None
         return AuditFeatures(
             vectors=data["vectors"],
             labels=data["labels"],
             filenames=tuple(str(s) for s in data["filenames"]),
             splits=tuple(str(s) for s in data["splits"]),
             positions=data["positions"],
+            thumbnails=data["thumbnails"],
         )

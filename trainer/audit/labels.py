@@ -10,7 +10,7 @@
    class's estimated noise rate; every image is ranked by P(given label)
    (cleanlab's ``self_confidence``), lowest first.
 
-The data audit (``trainer.audit.data``) ranks every image by P(given label) and puts
+The data audit (``trainer.audit.analysis``) ranks every image by P(given label) and puts
 the flags in its report.
 """
 

@@ -16,7 +16,6 @@ import csv
 import dataclasses
 import html
 import os
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,9 +23,7 @@ from records import schema
 from records.manifest import Manifest
 from trainer import plots
 from trainer.audit import features as audit_features
-
-if TYPE_CHECKING:
-    from trainer.audit.data import Findings
+from trainer.audit.findings import Findings
 
 CSV_NAME = "data_issues.csv"
 PAIRS_NAME = "duplicates.csv"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
+import os
 import time
 
 import keras
@@ -23,6 +24,7 @@ from records.manifest import Manifest
 from records.schema import CLASS_NAMES
 from trainer.inference import decision
 from trainer.inference import tta as tta_lib
+from trainer.models import engine as engine_lib
 from trainer.models import files as model_files
 from trainer.models import model as model_lib
 
@@ -205,6 +207,7 @@ def evaluate(
     batch_size: int = 64,
     tta: str = "none",
     num_mistakes: int = 16,
+    engine: str = "auto",
 ) -> Evaluation:
     """Runs the model over every example of `split` once; its metrics and top mistakes.
 
@@ -215,12 +218,14 @@ def evaluate(
       batch_size: Images per model call.
       tta: Test-time augmentation, one of ``trainer.inference.tta.TTA_MODES``.
       num_mistakes: How many of the most confident mistakes to keep (with images).
+      engine: What runs the model, one of ``trainer.models.engine.ENGINES``.
 
     Raises:
       FileNotFoundError, ValueError: Missing model or records, unknown split or tta, or
         records that store photos otherwise than the model's training records.
     """
     tta_lib.check_mode(tta)  # Before the slow model load.
+    engine_lib.check_engine(engine)
     manifest = Manifest.load(records_dir)
     manifest.split(split)  # A clear error for an unknown split, before loading the model.
     # Records that store photos otherwise than the training records did would show the
@@ -235,8 +240,14 @@ def evaluate(
     mistakes = Mistakes.empty((*image_size, 3))
     seen = 0
     start = time.perf_counter()
+    runner = engine_lib.runner(
+        model,
+        engine,
+        manifest.num_examples(split) * tta_lib.passes(tta),
+        os.path.dirname(os.path.abspath(model_path)),
+    )
     for images, labels, filenames in data:
-        probabilities = tta_lib.predict_batch(model, images, tta)
+        probabilities = tta_lib.predict_batch(runner, images, tta)
         labels = labels.numpy()
         names = [display_filename(raw) for raw in filenames.numpy()]
         all_probabilities.append(probabilities)
@@ -273,7 +284,8 @@ def evaluate(
         split=split,
         class_names=list(manifest.class_names),
         tta=tta,
-        # Reading, decoding and the model passes (not loading the model).
+        engine=runner.engine,
+        # Reading, decoding, the model passes and a conversion (not loading the model).
         seconds=seconds,
         top_mistakes=mistakes.as_list(manifest.class_names),
     )

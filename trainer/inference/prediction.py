@@ -33,13 +33,20 @@ import tensorflow as tf
 from absl import logging
 
 from pipeline import decode, photos
-from records import images as images_lib
-from records import photo_header
+from records import photo_batches, photo_header, stored_photo
 from records.inputs import sources, unlabelled
 from records.photo import StoreSettings
 from trainer.inference import tta as tta_lib
+from trainer.models import engine as engine_lib
 from trainer.models import files as model_files
 from trainer.models import model as model_lib
+from trainer.serving import export as export_lib
+from trainer.serving import tflite as tflite_lib
+
+INT8 = engine_lib.INT8
+# Training images the int8 model is calibrated on: export_model's default, so the model
+# predict converts is the one export_model writes.
+CALIBRATION_IMAGES = 200
 
 
 def submission_id(name: str) -> str:
@@ -59,22 +66,23 @@ def image_dataset(
     items: Sequence[sources.SourceImage],
     settings: StoreSettings,
     image_size: Sequence[int],
-    unreadable: dict[int, str],
+    refused: dict[int, str],
     num_threads: int | None = None,
 ) -> tf.data.Dataset:
     """``(index, uint8 image)`` per item that prepares, exactly as validation decodes it.
 
     Each file goes through ``pipeline.photos.photo_input``: ``records.photo.prepare``
     (as ``make_records`` stored the training photos), then the eval decode: the same
-    function the SavedModel serves. Items that are refused (bad bytes, or damaged data
-    the decoder fails on) yield nothing; ``bad_reason`` says why. Batches of photos are
-    read and prepared on threads, one traced call per batch (as ``make_records`` does).
+    function the SavedModel serves. Batches of photos are read and prepared on threads,
+    one traced call per batch, by ``records.photo_batches.run`` (as ``make_records``
+    does), so a photo the decoder refuses fails only itself.
 
     Args:
       items: The images.
       settings: How the training records stored photos (``trained_on``).
       image_size: The model's (height, width).
-      unreadable: Filled with ``index -> reason`` for items whose file cannot be read.
+      refused: Filled with ``index -> reason`` for every item that yields nothing:
+        unreadable, refused by the checks or by the decoder (``make_records``' words).
       num_threads: Threads preparing batches (default: one per core).
 
     Returns:
@@ -83,27 +91,25 @@ def image_dataset(
     image_size = decode.size_pair(image_size)
     function = photos.photo_input_function(settings, image_size)
 
-    def prepare(batch: list) -> list:
-        indices, datas = [], []
-        for index, item in batch:
-            try:
-                datas.append(item.read())
-                indices.append(index)
-            except OSError as e:
-                unreadable[index] = f"unreadable: {e}"
-        if not datas:
-            return []
-        try:
-            images, status = function(tf.constant(datas, tf.string))
-            rows = zip(indices, images.numpy(), status.numpy())
-        except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
-            rows = _one_by_one(function, indices, datas)  # one damaged photo failed the call
-        return [(index, image) for index, image, code in rows if code == photo_header.OK]
-
     def generate():
-        batches = images_lib.batches(enumerate(items))
-        for rows in images_lib.ordered_map(prepare, batches, num_threads or os.cpu_count() or 1):
-            yield from rows
+        rows = photo_batches.run(
+            function,
+            enumerate(items),
+            lambda pair: pair[1].read(),
+            num_threads or os.cpu_count() or 1,
+        )
+        for row in rows:
+            index = row.item[0]
+            if row.reason is not None:
+                refused[index] = row.reason
+                continue
+            image, status = row.outputs
+            if status == photo_header.OK:
+                yield index, image
+            else:  # A status has no words; make_records' check of the bytes gives them
+                # (the same header checks, so it refuses them too; else the status' name).
+                words = stored_photo.reason_for(row.data, settings)
+                refused[index] = words or photo_header.STATUSES[status]
 
     return tf.data.Dataset.from_generator(
         generate,
@@ -114,24 +120,42 @@ def image_dataset(
     )
 
 
-def _one_by_one(function, indices: list[int], datas: list[bytes]):
-    for index, data in zip(indices, datas):
-        try:
-            images, status = function(tf.constant([data], tf.string))
-            yield index, images.numpy()[0], int(status.numpy()[0])
-        except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
-            yield index, None, photo_header.CORRUPT
+class _PDogAsColumn:
+    """The int8 flatbuffer's P(dog) [N] as a [N, 1] output, what ``model.prob_dog`` reads."""
+
+    engine = INT8
+
+    def __init__(self, runner: engine_lib.LiteRTRunner):
+        self._runner = runner
+
+    def predict_on_batch(self, images):
+        return self._runner.predict_on_batch(images)[:, None]
 
 
-def bad_reason(item: sources.SourceImage, settings: StoreSettings) -> str:
-    """Why a photo got no prediction: ``make_records``' words for the same bytes."""
-    try:
-        images_lib.prepare(item.read(), settings.max_short_side, settings.jpeg_quality)
-    except images_lib.BadImage as e:
-        return str(e)
-    except OSError as e:
-        return f"unreadable: {e}"
-    return "cannot decode (refused by the model-input decode)"
+def int8_runner(model, trained: model_files.TrainedOn, cache_dir: str) -> _PDogAsColumn:
+    """``model`` quantized to int8 as ``export_model`` does (calibrated on the first
+    ``CALIBRATION_IMAGES`` training images), cached in ``cache_dir``, run by LiteRT.
+
+    Raises:
+      FileNotFoundError: The training records (the calibration images) cannot be found.
+    """
+    manifest = trained.manifest
+    if manifest is None:
+        raise FileNotFoundError(
+            f"--engine={INT8} calibrates the int8 model on the training records, which cannot "
+            f"be found ({trained.source}): pass --records_dir=<the records it was trained on>"
+        )
+
+    def convert() -> bytes:
+        calibration = export_lib.representative_images(
+            manifest, model_lib.input_size(model), CALIBRATION_IMAGES
+        )
+        return tflite_lib.tflite_model(model, "int8", calibration)
+
+    # Keyed by the training shards too: other records would calibrate other ranges.
+    shards = ",".join(str(shard.sha256) for shard in manifest.split("train").shards)
+    content = engine_lib.cached_flatbuffer(model, cache_dir, convert, "int8", shards)
+    return _PDogAsColumn(engine_lib.LiteRTRunner(content))
 
 
 def _write_json(path: str, entries: list[dict[str, Any]]) -> None:
@@ -154,6 +178,7 @@ def predict(
     bad_image_label: float = 0.5,
     records_dir: str | None = None,
     tta: str = "none",
+    engine: str = "auto",
 ) -> dict:
     """Writes the submission CSV and its two sidecars; returns a summary.
 
@@ -166,12 +191,14 @@ def predict(
       bad_image_label: The label of images that cannot be read or prepared.
       records_dir: The records the model was trained on (see ``model_files.trained_on``).
       tta: Test-time augmentation, one of ``trainer.inference.tta.TTA_MODES``.
+      engine: What runs the model, one of ``trainer.models.engine.PREDICT_ENGINES``.
 
     Raises:
       FileNotFoundError: Missing model, input, or training records' manifest.
       ValueError: No images in the input, not a loadable model, or an unknown ``tta``.
     """
     tta_lib.check_mode(tta)  # Before the slow model load.
+    engine_lib.check_engine(engine, engine_lib.PREDICT_ENGINES)
     if not os.path.exists(input_path):
         raise FileNotFoundError(f"--input={input_path}: no such folder or zip")
     listing = unlabelled.list_unlabelled(input_path)  # InputError is a ValueError
@@ -191,16 +218,17 @@ def predict(
         image_size,
         tta,
     )
+    cache_dir = os.path.dirname(os.path.abspath(model_path))
+    if engine == INT8:
+        runner = int8_runner(model, trained, cache_dir)
+    else:
+        runner = engine_lib.runner(model, engine, len(items) * tta_lib.passes(tta), cache_dir)
     bad: dict[int, str] = {}
     data = image_dataset(items, settings, image_size, bad).batch(batch_size).prefetch(1)
     probabilities: dict[int, float] = {}
     for indices, batch in data:
-        prob_dog = model_lib.prob_dog(tta_lib.predict_batch(model, batch, tta))
+        prob_dog = model_lib.prob_dog(tta_lib.predict_batch(runner, batch, tta))
         probabilities.update(zip(indices.numpy().tolist(), prob_dog.tolist()))
-    for index in range(len(items)):
-        if index not in probabilities and index not in bad:
-            bad[index] = bad_reason(items[index], settings)
-
     rows = sorted(
         (
             (submission_id(item.name), probabilities.get(index, bad_image_label))
@@ -245,6 +273,7 @@ def predict(
         "bad_images_file": bad_path,
         "ignored_file": ignored_path,
         "tta": tta,
+        "engine": runner.engine,
     }
     logging.info("predict: %s", summary)
     return summary

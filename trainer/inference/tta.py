@@ -20,11 +20,17 @@ def check_mode(tta: str) -> None:
         raise ValueError(f"tta={tta!r}: expected one of {', '.join(TTA_MODES)}")
 
 
+def passes(tta: str) -> int:
+    """Forward passes per image under ``tta``."""
+    return 2 if tta == "flip" else 1
+
+
 def predict_batch(model, images, tta: str = "none") -> np.ndarray:
     """The model's class probabilities for one batch, with test-time augmentation ``tta``.
 
     Args:
-      model: A Keras model taking uint8-valued RGB images [B, H, W, 3].
+      model: A Keras model taking uint8-valued RGB images [B, H, W, 3], or anything with
+        its ``predict_on_batch`` (``trainer.models.engine.runner``).
       images: The batch (a tensor or an array).
       tta: One of ``TTA_MODES``.
 

@@ -4,7 +4,9 @@ Each backbone is one ``Backbone`` entry in ``BACKBONES``: how to build it (rando
 weights, named after the backbone so ``model.base_model`` finds it), its preprocessing
 (a layer inside the model, so a saved model takes raw RGB 0..255 and reloads without
 custom code), where its standard Keras ImageNet "notop" weights live, and how many of
-its layers to freeze by default in each training phase.
+its layers to freeze by default in each training phase. Which base a run uses is the
+recipe's (``trainer.training.recipes``: the demo's is EfficientNet-Lite0), else
+``--backbone``'s default.
 
 * ``vgg16``: ``keras.applications`` VGG16 (ImageNet weights downloaded by Keras). 15 =
   input + blocks 1-4 frozen; fine-tuning keeps 11 (through block3) frozen.
@@ -104,8 +106,9 @@ def _small_cnn(input_shape: tuple[int, int, int]) -> keras.Model:
 
     Sized for a 2-core CPU: the first convolution has stride 2, so the network costs about
     what it would at half the resolution yet still sees the full image. Training on 2 cores,
-    input pipeline included: ~90 images/s at 128x128, ~200 at 96x96 (the demo's size). No bias before batch norm (BN's beta is the bias). 128 px in -> 4x4x256
-    out; the head's pooling (``--pooling``) comes after.
+    input pipeline included: ~90 images/s at 128x128, ~200 at 96x96. No bias before batch
+    norm (BN's beta is the bias). 128 px in -> 4x4x256 out; the head's pooling
+    (``--pooling``) comes after.
     """
     inputs = keras.Input(shape=input_shape, name="small_cnn_input")
     x = inputs
@@ -210,7 +213,7 @@ BACKBONES: dict[str, Backbone] = {
         # Lite1 and Lite2 have 21 blocks (stages of 1, 3, 3, 4, 4, 5, 1 against Lite0's 1, 2,
         # 2, 3, 3, 4, 1), so 186 layers, all frozen in phase one; fine-tuning trains the same
         # part as Lite0's: block 20 (the last stage, 320 / 352 channels) and the head
-        # convolution, layer 175 onwards (``efficientnet_lite.first_layer_of_block``).
+        # convolution, layer 175 onwards (tests/test_efficientnet_lite.py checks both counts).
         _efficientnet_lite("efficientnet_lite1", freeze_layers=186, fine_tune_freeze_layers=175),
         _efficientnet_lite("efficientnet_lite2", freeze_layers=186, fine_tune_freeze_layers=175),
         Backbone(

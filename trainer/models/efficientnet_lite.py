@@ -27,6 +27,7 @@ import os
 import keras
 import numpy as np
 
+from core import files
 from trainer.models import legacy_pth
 
 # The TensorFlow reference implementation's batch-norm epsilon (PyTorch's default is 1e-5:
@@ -256,15 +257,6 @@ def build(
     return keras.Model(inputs, x, name=name)
 
 
-def first_layer_of_block(model: keras.Model, block: int) -> int:
-    """Index in ``model.layers`` of block ``block``'s first layer (for freeze counts)."""
-    prefix = f"block{block}_"
-    for index, layer in enumerate(model.layers):
-        if layer.name.startswith(prefix):
-            return index
-    raise ValueError(f"{model.name} has no block {block}")
-
-
 def _torch_name(keras_name: str) -> str:
     """The PyTorch key prefix whose weights a Keras layer takes."""
     fixed = {"stem_conv": "_conv_stem", "stem_bn": "_bn0", "head_conv": "_conv_head"}
@@ -388,10 +380,6 @@ def write_imagenet_weights(path: str, variant: str = DEFAULT_VARIANT) -> None:
     base = build((size, size, 3), include_top=False, variant=variant)
     assign_torch_weights(base, imagenet_state_dict(variant))
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    temporary = f"{path}.tmp-{os.getpid()}.weights.h5"
-    try:
+    # per_process: two runs may fill the same cache at once; each renames its own file.
+    with files.atomic_write(path, extension=".weights.h5", per_process=True) as temporary:
         base.save_weights(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)

@@ -16,14 +16,6 @@ from absl import logging
 
 from trainer.models import backbones
 
-# Kept for callers of the VGG16-only API (the flags' help, the README, the tests).
-VGG16Preprocess = backbones.VGG16Preprocess
-_VGG16_WEIGHTS = backbones.BACKBONES["vgg16"].imagenet_weights((224, 224))
-NOTOP_WEIGHTS_FILE = _VGG16_WEIGHTS.file_name
-NOTOP_WEIGHTS_URL = _VGG16_WEIGHTS.url
-NOTOP_WEIGHTS_MD5 = _VGG16_WEIGHTS.file_hash
-DEFAULT_FREEZE_LAYERS = backbones.BACKBONES["vgg16"].freeze_layers
-
 HEADS = ("softmax", "sigmoid")
 POOLINGS = ("flatten", "avg")
 # Give up on the ImageNet download quickly where there is no network, instead of hanging.
@@ -44,7 +36,7 @@ class ModelConfig:
       weights: "imagenet", "none", or the path of the backbone's notop weights file (.h5);
         None: "imagenet" where the backbone has ImageNet weights, else "none".
       freeze_layers: How many of the base's layers (counting its input layer) to freeze;
-        None: the backbone's default (15 for VGG16, 0 for a backbone without weights).
+        None: the backbone's default (``backbones.Backbone.freeze_layers``).
       dense_units: Width of the hidden dense layer of the head.
       dropout: Dropout rate after the hidden dense layer.
       head: "softmax" (2 units, the default) or "sigmoid" (1 unit, P(dog)).
@@ -61,6 +53,10 @@ class ModelConfig:
     pooling: str = "flatten"
 
 
+# The ImageNet file of the default base, which --weights=PATH names (the flags' help).
+NOTOP_WEIGHTS_FILE = backbones.get(ModelConfig.backbone).imagenet_weights((224, 224)).file_name
+
+
 def default_weights(backbone: str) -> str:
     """What ``weights=None`` means: "imagenet" where the backbone has ImageNet weights."""
     return "imagenet" if backbones.get(backbone).imagenet_weights else "none"
@@ -72,9 +68,7 @@ def default_freeze_layers(backbone: str, fine_tune: bool = False) -> int:
     return spec.fine_tune_freeze_layers if fine_tune else spec.freeze_layers
 
 
-def resolve_weights(
-    weights: str, backbone: str = "vgg16", image_size: tuple[int, int] = (128, 128)
-) -> str | None:
+def resolve_weights(weights: str, backbone: str, image_size: tuple[int, int]) -> str | None:
     """Returns the weights file to load into the base, or None for random weights.
 
     Args:

@@ -11,7 +11,6 @@ will be deleted.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterator
 
 import keras
@@ -19,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
+from trainer.models import engine
 from trainer.models import model as model_lib
 from trainer.serving import saved_model
 
@@ -52,19 +52,12 @@ def tflite_model(
     def p_dog(images):
         return {"p_dog": saved_model.p_dog(model, images)}
 
-    # Through a SavedModel, as Keras' own LiteRT export does: a concrete function of a
-    # Keras 3 model keeps its weights as resource variables (READ_VARIABLE ops that fail at
-    # calibration), while the SavedModel converter freezes them into constants.
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint("serving_default", p_dog)
-    with tempfile.TemporaryDirectory() as saved_model_dir:
-        archive.write_out(saved_model_dir, verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
-        return _convert(converter, quantization, calibration)
+    return engine.flatbuffer(
+        model, p_dog, lambda converter: _configure(converter, quantization, calibration)
+    )
 
 
-def _convert(converter, quantization: str, calibration: np.ndarray | None) -> bytes:
+def _configure(converter, quantization: str, calibration: np.ndarray | None) -> None:
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantization == "float16":
         converter.target_spec.supported_types = [tf.float16]
@@ -83,7 +76,6 @@ def _convert(converter, quantization: str, calibration: np.ndarray | None) -> by
             tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
             tf.lite.OpsSet.TFLITE_BUILTINS,
         ]
-    return converter.convert()
 
 
 def interpreter(model_content: bytes, num_threads: int | None = None) -> Interpreter:

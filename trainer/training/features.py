@@ -28,6 +28,7 @@ from core.progress import Progress
 from pipeline import dataset as dataset_lib
 from pipeline import decode_once
 from records.manifest import Manifest
+from trainer.models import engine as engine_lib
 from trainer.models import model as model_lib
 
 INPUT_MODE = "features"
@@ -115,13 +116,17 @@ def check_fits(needed: int, max_gb: float | None, what: str, instead: str) -> No
 
 
 def extract(
-    extractor: keras.Model,
+    extractor: keras.Model | engine_lib.Runner,
     data: tf.data.Dataset,
     total: int,
     what: str,
     dtype: np.dtype = np.float32,
 ) -> Split:
-    """``extractor``'s output for every batch of ``data`` (images, labels), as ``dtype``."""
+    """``extractor``'s output for every batch of ``data`` (images, labels), as ``dtype``.
+
+    ``extractor`` is a Keras model or an ``engine.runner``: anything with
+    ``predict_on_batch``.
+    """
     # The project's progress (core.progress): tqdm on a terminal, a log line every few
     # seconds elsewhere (Keras' Progbar redraws into log files on Linux).
     progress = Progress(what, total, enabled=None)
@@ -137,9 +142,22 @@ def extract(
 
 
 def compute(
-    model: keras.Model, manifest: Manifest, batch_size: int, max_gb: float | None = None
+    model: keras.Model,
+    manifest: Manifest,
+    batch_size: int,
+    max_gb: float | None = None,
+    engine: str = "auto",
+    cache_dir: str | None = None,
 ) -> FeatureCache:
     """Runs every train and val record once through ``model``'s frozen base.
+
+    Args:
+      model: The inference model (its base wholly frozen).
+      manifest: The records'.
+      batch_size: Images per batch.
+      max_gb: Host memory the features may take (see ``check_fits``).
+      engine: What runs the base, one of ``engine.ENGINES``.
+      cache_dir: Where ``litert`` keeps its converted base (the model dir).
 
     Raises:
       ValueError: The base is not wholly frozen, or the features would not fit in memory.
@@ -158,9 +176,11 @@ def compute(
     )
     image_size = model_lib.input_size(model)
     start = time.perf_counter()
+    # Conversion (if any) counts in the pass's time: it is what auto weighs.
+    runner = engine_lib.runner(extractor, engine, num_images, cache_dir)
     splits = {
         split: extract(
-            extractor,
+            runner,
             dataset_lib.eval_dataset(manifest, batch_size, split=split, image_size=image_size),
             manifest.num_examples(split),
             f"{split} features",

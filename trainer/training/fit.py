@@ -233,7 +233,13 @@ def train(config: TrainConfig, callbacks: Sequence[keras.callbacks.Callback] = (
     fit_model, inference_model = build_models(config, strategy)
     feature_cache = None
     if config.input_mode == features_lib.INPUT_MODE:
-        feature_cache = features_lib.compute(inference_model, manifest, config.batch_size)
+        feature_cache = features_lib.compute(
+            inference_model,
+            manifest,
+            config.batch_size,
+            engine=config.engine,
+            cache_dir=config.model_dir,
+        )
         with strategy.scope():
             # Phase one trains the head's layers (shared with inference_model) on features.
             fit_model = features_lib.head_model(inference_model)

@@ -6,7 +6,8 @@ interrupted: the best score behind best.keras is lost (the first epoch after a r
 overwrites best.keras, even a worse one), EarlyStopping's patience restarts, history.csv
 keeps the rows of epochs that are then run again, and a kill between the end of phase one
 and phase two's first backup restarts phase one. ``BackupAndRestore`` here adds that run
-state to every backup and puts it back; ``fit.train`` picks the phase to resume in
+state to every backup and puts it back, and writes best.keras (``InferenceModelCheckpoint``)
+only once the epoch is committed; ``fit.train`` picks the phase to resume in
 (``read_backup_state``), drops the rows of repeated epochs (``truncate_history``) and
 deletes the backups once the whole run is done.
 """
@@ -16,13 +17,11 @@ from __future__ import annotations
 import csv
 import json
 import os
-from typing import TYPE_CHECKING
 
 import keras
 from absl import logging
 
-if TYPE_CHECKING:  # trainer.training.callbacks imports this module.
-    from trainer.training.callbacks import InferenceModelCheckpoint
+from core import files
 
 # Keras' own metadata file; Keras reads only its "epoch" key, the rest is the run state.
 METADATA_NAME = "training_metadata.json"
@@ -57,16 +56,6 @@ def callback_state(
     }
 
 
-def _write_json_atomically(path: str, value: dict) -> None:
-    # os.replace is atomic: a reader (the next run) sees the old file or the new one,
-    # never a half-written one, whenever the process is killed. (Surviving a power cut
-    # as well would take fsyncs of the files and the directory; a kill does not.)
-    temporary = f"{path}.tmp"
-    with open(temporary, "w") as f:
-        json.dump(value, f, indent=1)
-    os.replace(temporary, path)
-
-
 def read_backup_state(backup_dir: str) -> dict | None:
     """The state the last backup in ``backup_dir`` committed, or None if there is none.
 
@@ -80,6 +69,47 @@ def read_backup_state(backup_dir: str) -> dict | None:
         return None
     with open(path) as f:
         return json.load(f)
+
+
+class InferenceModelCheckpoint(keras.callbacks.ModelCheckpoint):
+    """ModelCheckpoint that saves `inference_model` rather than the model being fit.
+
+    When augmentation layers wrap the model (--augment=keras_cv_model), the best checkpoint
+    should still be the plain model that predicts without them.
+
+    It decides at each epoch end (updating ``best`` and ``best_epoch``) but writes the
+    file only when ``BackupAndRestore`` calls ``save_pending`` after committing the
+    epoch: written before the commit, a kill in between would leave best.keras holding
+    an epoch that the resumed run repeats and history.csv no longer lists. (So the two
+    live in one module: neither works without the other.)
+    """
+
+    def __init__(self, inference_model: keras.Model, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._inference_model = inference_model
+        self.best_epoch: int | None = None  # 0-based epoch of `best`.
+        self._pending = False
+
+    def set_model(self, model):
+        super().set_model(self._inference_model)
+
+    def _save_model(self, epoch, batch, logs):
+        if self._should_save_model(epoch, batch, logs, self.filepath):
+            self.best_epoch = epoch
+            self._pending = True
+
+    def save_pending(self) -> None:
+        """Writes the checkpoint if the epoch that just ended improved on the best."""
+        if self._pending:
+            self.save_now()
+            self._pending = False
+
+    def save_now(self) -> None:
+        """Writes the model as it is now to ``filepath``."""
+        # Under a temporary name first, so best.keras is never a half-written file
+        # (Keras saves only to a name ending in .keras).
+        with files.atomic_write(self.filepath, extension=".keras") as temporary:
+            self.model.save(temporary, overwrite=True)
 
 
 class BackupAndRestore(keras.callbacks.BackupAndRestore):
@@ -193,7 +223,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
             "stop_training": bool(self.model.stop_training),
             **callback_state(self._checkpoint, self._early_stopping),
         }
-        _write_json_atomically(self._metadata_path, state)
+        files.write_json_atomically(self._metadata_path, state)
         for name in os.listdir(self.backup_dir):
             if name.startswith(_WEIGHTS_PREFIX) and name.endswith(_WEIGHTS_SUFFIX):
                 if name != weights_file:
@@ -220,10 +250,8 @@ def truncate_history(history_csv: str, epoch: int) -> int:
     kept = [row for row in body if row[0].isdigit() and int(row[0]) < epoch]
     if len(kept) == len(body):
         return 0
-    temporary = f"{history_csv}.tmp"
-    with open(temporary, "w", newline="") as f:
+    with files.atomic_write(history_csv) as temporary, open(temporary, "w", newline="") as f:
         csv.writer(f).writerows([header, *kept])
-    os.replace(temporary, history_csv)
     logging.info(
         "%s: dropped %d row(s) of epochs from %d on (run again)",
         history_csv,

@@ -9,51 +9,27 @@ three cheap analyses of the same vectors, each ranking every image:
    copies, grouped, one of each group kept (val first: no train/val leakage);
 3. label errors (``labels``): out-of-fold P(given label), cleanlab's confident learning.
 
-``report`` writes the outcome: ``data_issues.csv`` (one row per image, the input of
-``make_records --exclude``), ``duplicates.csv``, a picture per issue type and
-``index.html``.
+``analyse`` gathers them in a ``findings.Findings``; ``report`` writes it:
+``data_issues.csv`` (one row per image, the input of ``make_records --exclude``),
+``duplicates.csv``, a picture per issue type and ``index.html``. ``audit`` does all three
+steps; the ``audit_data`` command (``trainer/audit_data.py``) runs it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable
 
 import numpy as np
 
-from records import exclude
 from records.manifest import Manifest
 from trainer.audit import features as audit_features
 from trainer.audit import labels as labels_lib
 from trainer.audit import neighbours as neighbours_lib
 from trainer.audit import neither as neither_lib
 from trainer.audit import report
+from trainer.audit.findings import Findings
 from trainer.models import backbones
-
-# The issue types, as ``flagged`` in data_issues.csv names them: make_records --exclude
-# reads the same words, so they are defined there.
-ISSUE_TYPES = exclude.ISSUE_TYPES
-
-
-@dataclasses.dataclass(frozen=True)
-class Findings:
-    """Everything the audit computed, one entry per image (``features`` order)."""
-
-    features: audit_features.AuditFeatures
-    labels: labels_lib.LabelScores
-    neither: neither_lib.NeitherScores
-    duplicates: neighbours_lib.Duplicates
-    has_imagenet_head: bool
-
-    def flagged(self) -> dict[str, np.ndarray]:
-        """Issue type -> [N] bool."""
-        flagged = {
-            "neither": self.neither.flagged,
-            "duplicate": self.duplicates.keep_instead >= 0,
-            "label": self.labels.flagged,
-        }
-        return {kind: flagged[kind] for kind in ISSUE_TYPES}
 
 
 def load_records(records_dir: str) -> Manifest:
@@ -121,7 +97,12 @@ def analyse(
     """
     neighbours = neighbours_lib.nearest(features.vectors, neither_lib.OUTLIER_NEIGHBOURS)
     duplicates = neighbours_lib.duplicates(
-        neighbours, features.splits, features.filenames, duplicate_similarity
+        neighbours,
+        features.splits,
+        features.filenames,
+        duplicate_similarity,
+        vectors=features.vectors,
+        thumbnails=features.thumbnails,
     )
     return Findings(
         features=features,

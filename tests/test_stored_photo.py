@@ -1,4 +1,4 @@
-"""Tests for records.images: what gets stored for good, odd and bad image bytes."""
+"""Tests for records.stored_photo: what gets stored for good, odd and bad image bytes."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from conftest import make_big_jpeg, make_jpeg_bytes
-from records import images, photo, photo_header
+from conftest import make_big_jpeg, make_damaged_jpeg, make_jpeg_bytes
+from records import photo_header, stored_photo, writer
+from records.photo import StoreSettings
+from records.photo_batches import BadImage
 
 
 def _encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -34,7 +36,7 @@ def _decode_eager_and_in_map(encoded: bytes) -> np.ndarray:
 
 def test_rgb_jpeg_is_stored_byte_for_byte():
     data = make_jpeg_bytes(48, 64, seed=1)
-    prepared = images.prepare(data)
+    prepared = stored_photo.prepare(data)
     assert prepared.encoded == data
     assert (prepared.height, prepared.width) == (48, 64)
     assert prepared.conversion is None and not prepared.resized
@@ -43,14 +45,14 @@ def test_rgb_jpeg_is_stored_byte_for_byte():
 def test_progressive_jpeg_is_kept_and_decodes():
     rgb = Image.fromarray(np.full((40, 56, 3), (10, 200, 30), np.uint8))
     data = _encode(rgb, "JPEG", progressive=True, quality=95)
-    prepared = images.prepare(data)
+    prepared = stored_photo.prepare(data)
     assert prepared.encoded == data
     assert _decode_eager_and_in_map(prepared.encoded).shape == (40, 56, 3)
 
 
 def test_grayscale_jpeg_becomes_rgb():
     gray = Image.fromarray(np.full((30, 20), 77, np.uint8), mode="L")
-    prepared = images.prepare(_encode(gray, "JPEG", quality=95))
+    prepared = stored_photo.prepare(_encode(gray, "JPEG", quality=95))
     assert prepared.conversion == "JPEG L -> RGB"
     assert Image.open(io.BytesIO(prepared.encoded)).mode == "RGB"
     decoded = _decode_eager_and_in_map(prepared.encoded)
@@ -61,7 +63,7 @@ def test_grayscale_jpeg_becomes_rgb():
 def test_cmyk_jpeg_becomes_rgb_with_the_right_colour():
     # CMYK (0, 255, 255, 0) is pure red.
     cmyk = Image.new("CMYK", (24, 16), (0, 255, 255, 0))
-    prepared = images.prepare(_encode(cmyk, "JPEG", quality=95))
+    prepared = stored_photo.prepare(_encode(cmyk, "JPEG", quality=95))
     assert prepared.conversion == "JPEG CMYK -> RGB"
     assert Image.open(io.BytesIO(prepared.encoded)).mode == "RGB"
     decoded = _decode_eager_and_in_map(prepared.encoded)
@@ -73,7 +75,7 @@ def test_png_named_jpg_is_converted_with_alpha_on_white():
     pixels = np.zeros((20, 30, 4), np.uint8)
     pixels[..., 2] = 255  # blue ...
     pixels[:, :15, 3] = 255  # ... opaque on the left, transparent on the right
-    prepared = images.prepare(_encode(Image.fromarray(pixels, mode="RGBA"), "PNG"))
+    prepared = stored_photo.prepare(_encode(Image.fromarray(pixels, mode="RGBA"), "PNG"))
     assert prepared.conversion == "PNG -> JPEG"
     decoded = _decode_eager_and_in_map(prepared.encoded).astype(int)
     assert (prepared.height, prepared.width) == decoded.shape[:2] == (20, 30)
@@ -85,7 +87,7 @@ def test_gif_contributes_its_first_frame():
     frames = [Image.new("RGB", (16, 16), colour) for colour in ((255, 0, 0), (0, 255, 0))]
     buffer = io.BytesIO()
     frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
-    prepared = images.prepare(buffer.getvalue())
+    prepared = stored_photo.prepare(buffer.getvalue())
     assert prepared.conversion == "GIF -> JPEG"
     decoded = _decode_eager_and_in_map(prepared.encoded)
     np.testing.assert_allclose(decoded.reshape(-1, 3).mean(0), (255, 0, 0), atol=8)
@@ -95,8 +97,8 @@ def test_gif_contributes_its_first_frame():
 def test_truncated_jpeg_is_rejected(keep):
     data = make_jpeg_bytes(64, 64, seed=3)
     cut = data[: int(len(data) * keep)] if keep > 0 else data[:keep]
-    with pytest.raises(images.BadImage, match="truncated JPEG"):
-        images.prepare(cut)
+    with pytest.raises(BadImage, match="truncated JPEG"):
+        stored_photo.prepare(cut)
 
 
 @pytest.mark.parametrize(
@@ -108,28 +110,32 @@ def test_truncated_jpeg_is_rejected(keep):
     ],
 )
 def test_non_images_are_rejected_with_a_reason(data, reason):
-    with pytest.raises(images.BadImage, match=reason):
-        images.prepare(data)
+    with pytest.raises(BadImage, match=reason):
+        stored_photo.prepare(data)
 
 
 def test_max_short_side_shrinks_and_never_upscales():
     data = make_jpeg_bytes(120, 200, seed=4)
-    prepared = images.prepare(data, max_short_side=60, jpeg_quality=80)
+    prepared = stored_photo.prepare(data, max_short_side=60, jpeg_quality=80)
     assert prepared.resized and prepared.conversion is None
     assert (prepared.height, prepared.width) == (60, 100)
     assert _decode_eager_and_in_map(prepared.encoded).shape == (60, 100, 3)
     # Already small enough: the original bytes, untouched.
-    small = images.prepare(data, max_short_side=120)
+    small = stored_photo.prepare(data, max_short_side=120)
     assert small.encoded == data and not small.resized
-    assert images.resized_size(200, 120, 500) == (200, 120)
-    assert images.resized_size(375, 500, 160) == (160, 213)
-    assert images.resized_size(1000, 1, 10) == (1000, 1)
+    # The longer side rounded (451 * 160 / 300 = 240.53); a shorter side already within
+    # the limit is kept, however long the other.
+    for (height, width), limit, stored in [((451, 300), 160, (241, 160)), ((1, 1000), 10, None)]:
+        data = make_jpeg_bytes(height, width, seed=5)
+        prepared = stored_photo.prepare(data, max_short_side=limit)
+        assert (prepared.height, prepared.width) == (stored or (height, width))
+        assert prepared.resized == (stored is not None)
 
 
 def test_jpeg_quality_changes_the_reencoded_size():
     data = make_jpeg_bytes(160, 160, seed=5, quality=100)
-    low = images.prepare(data, max_short_side=128, jpeg_quality=30)
-    high = images.prepare(data, max_short_side=128, jpeg_quality=95)
+    low = stored_photo.prepare(data, max_short_side=128, jpeg_quality=30)
+    high = stored_photo.prepare(data, max_short_side=128, jpeg_quality=95)
     assert len(low.encoded) < len(high.encoded)
 
 
@@ -146,21 +152,17 @@ def test_prepare_many_reports_instead_of_raising_in_order():
     data = make_jpeg_bytes(seed=6)
     sha = hashlib.sha256(data).hexdigest()
     cut = data[:100]
-    damaged = bytearray(make_jpeg_bytes(64, 64, seed=7))
-    # A Huffman table with impossible code counts: every marker and length stays intact,
-    # so only the decoder can tell.
-    table = damaged.index(b"\xff\xc4")
-    damaged[table + 5 : table + 21] = bytes([200] * 16)
+    damaged = make_damaged_jpeg()
     tasks = [
         (Source(data), sha),
         (Source(data), "0" * 64),
         (Source(error=OSError(5, "Input/output error")), sha),
         (Source(cut), hashlib.sha256(cut).hexdigest()),
-        (Source(bytes(damaged)), hashlib.sha256(bytes(damaged)).hexdigest()),
+        (Source(damaged), hashlib.sha256(damaged).hexdigest()),
         (Source(data), sha),
     ]
-    read = images.checked_reader(lambda task: task[1], lambda task: task[0].read())
-    results = list(images.prepare_many(tasks, read, images.StoreSettings(), parallel=2))
+    read = writer.checked_reader(lambda task: task[1], lambda task: task[0].read())
+    results = list(stored_photo.prepare_many(tasks, read, StoreSettings(), parallel=2))
     assert [status for status, _ in results] == ["ok", "skip", "skip", "skip", "skip", "ok"]
     assert results[0][1].encoded == data and results[5][1].encoded == data
     assert results[1][1] == "file changed while the conversion ran (sha256 differs from pass 1)"
@@ -168,8 +170,8 @@ def test_prepare_many_reports_instead_of_raising_in_order():
     assert "truncated JPEG" in results[3][1]
     assert results[4][1].startswith("corrupt JPEG (")
     # The same words one photo at a time.
-    with pytest.raises(images.BadImage) as error:
-        images.prepare(bytes(damaged))
+    with pytest.raises(BadImage) as error:
+        stored_photo.prepare(damaged)
     assert str(error.value) == results[4][1]
 
 
@@ -200,7 +202,7 @@ def _oriented_jpeg(orientation: int) -> bytes:
 )
 def test_exif_orientation_is_applied_and_stored_upright(orientation, corner, swapped):
     data = _oriented_jpeg(orientation)
-    prepared = images.prepare(data)
+    prepared = stored_photo.prepare(data)
     height, width = (40, 20) if swapped else (20, 40)
     assert (prepared.height, prepared.width) == (height, width)
     assert prepared.conversion.startswith(f"EXIF orientation {orientation} -> ")
@@ -216,13 +218,13 @@ def test_exif_orientation_is_applied_and_stored_upright(orientation, corner, swa
 
 
 def test_orientation_6_description_and_no_op_orientations():
-    prepared = images.prepare(_oriented_jpeg(6))
+    prepared = stored_photo.prepare(_oriented_jpeg(6))
     assert prepared.conversion == "EXIF orientation 6 -> rotated 90° clockwise (stored upright)"
     upright_already = _oriented_jpeg(1)
-    kept = images.prepare(upright_already)
+    kept = stored_photo.prepare(upright_already)
     assert kept.encoded == upright_already and kept.conversion is None
     invalid = _oriented_jpeg(9)  # not an orientation: the pixels are kept as stored
-    kept = images.prepare(invalid)
+    kept = stored_photo.prepare(invalid)
     assert kept.encoded == invalid and kept.conversion is None and kept.width == 40
 
 
@@ -242,23 +244,21 @@ def test_huge_header_is_refused_before_decoding():
     data = _png_claiming(9000, 9000)
     assert len(data) < 100 and Image.open(io.BytesIO(data)).size == (9000, 9000)
     reason = "image too large: 9000x9000 = 81000000 pixels (limit 65000000)"
-    assert images.MAX_PIXELS == 65_000_000
-    with pytest.raises(images.BadImage) as error:
-        images.prepare(data)
+    assert photo_header.MAX_PIXELS == 65_000_000
+    with pytest.raises(BadImage) as error:
+        stored_photo.prepare(data)
     assert str(error.value) == reason
     small_png = _encode(Image.new("RGB", (48, 64)), "PNG")
-    with pytest.raises(
-        images.BadImage, match=r"image too large: 48x64 = 3072 pixels \(limit 100\)"
-    ):
-        images.prepare(small_png, max_pixels=100)
+    with pytest.raises(BadImage, match=r"image too large: 48x64 = 3072 pixels \(limit 100\)"):
+        stored_photo.prepare(small_png, max_pixels=100)
 
 
 def test_archive_bytes_are_a_nested_archive():
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as z:
         z.writestr("cat.1.jpg", make_jpeg_bytes())
-    with pytest.raises(images.BadImage, match="nested archive: a zip archive, not an image"):
-        images.prepare(buffer.getvalue())
+    with pytest.raises(BadImage, match="nested archive: a zip archive, not an image"):
+        stored_photo.prepare(buffer.getvalue())
 
 
 @pytest.fixture(scope="module")
@@ -268,29 +268,13 @@ def big_jpeg(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize(
-    "width, height, max_short_side, scale",
-    [
-        (8000, 6000, None, 1),  # 48 MP: under the limit, decoded as it is
-        (12000, 12000, None, 2),  # 144 MP -> 36 MP
-        (30000, 30000, None, 4),  # 900 MP: 1/2 is still 225 MP
-        (12000, 12000, 160, 8),  # 1500 px short side is plenty for 160
-        (12000, 12000, 4000, 2),  # 1/4 would leave 3000 < 4000
-        (12000, 12000, 20000, 2),  # can never reach it: the mildest under the limit
-        (65535, 65535, None, None),  # 67 MP even at 1/8
-    ],
-)
-def test_draft_scale(width, height, max_short_side, scale):
-    assert images.draft_scale(width, height, images.MAX_PIXELS, max_short_side) == scale
-
-
 def test_big_jpeg_is_decoded_reduced_not_skipped(big_jpeg):
     data = big_jpeg.read_bytes()
     assert len(data) < 3_000_000 and Image.open(big_jpeg).size == (12000, 12000)
     # Over Pillow's own decompression-bomb limit too: Pillow's guard must not skip it.
-    assert 12000 * 12000 > 89_478_485 and 12000 * 12000 > images.MAX_PIXELS
+    assert 12000 * 12000 > 89_478_485 and 12000 * 12000 > photo_header.MAX_PIXELS
 
-    small = images.prepare(data, max_short_side=160)
+    small = stored_photo.prepare(data, max_short_side=160)
     assert (small.width, small.height) == (160, 160) and small.resized
     assert small.conversion == (
         "JPEG 12000x12000 decoded at 1/8 scale (1500x1500, pixel limit 65000000)"
@@ -301,12 +285,12 @@ def test_big_jpeg_is_decoded_reduced_not_skipped(big_jpeg):
     np.testing.assert_allclose(pixels[:4, :4].mean((0, 1)), (200, 40, 40), atol=25)
     np.testing.assert_allclose(pixels[-4:, -4:].mean((0, 1)), (220, 220, 220), atol=25)
 
-    full = images.prepare(data)
+    full = stored_photo.prepare(data)
     assert (full.width, full.height) == (6000, 6000) and not full.resized
     assert full.conversion == (
         "JPEG 12000x12000 decoded at 1/2 scale (6000x6000, pixel limit 65000000)"
     )
-    assert images.as_array(full).shape == (6000, 6000, 3)
+    assert tf.io.decode_jpeg(full.encoded, channels=3).numpy().shape == (6000, 6000, 3)
 
 
 def test_big_jpeg_is_decoded_at_the_reduced_scale(big_jpeg):
@@ -328,75 +312,14 @@ def _jpeg_claiming(width: int, height: int) -> bytes:
 
 
 def test_too_large_even_reduced_and_big_pngs_keep_the_project_message():
-    with pytest.raises(images.BadImage) as error:
-        images.prepare(_jpeg_claiming(65000, 65000))
+    with pytest.raises(BadImage) as error:
+        stored_photo.prepare(_jpeg_claiming(65000, 65000))
     assert str(error.value) == (
         "image too large: 65000x65000 = 4225000000 pixels (limit 65000000), "
         "even decoded at 1/8 scale"
     )
     # 400 MP: over twice Pillow's limit, where Pillow itself raised DecompressionBombError.
-    with pytest.raises(images.BadImage) as error:
-        images.prepare(_png_claiming(20000, 20000))
+    with pytest.raises(BadImage) as error:
+        stored_photo.prepare(_png_claiming(20000, 20000))
     assert str(error.value) == "image too large: 20000x20000 = 400000000 pixels (limit 65000000)"
     assert "decompression bomb" not in str(error.value)
-
-
-@pytest.mark.parametrize("max_short_side", [None, 24])
-def test_prepare_is_the_same_eagerly_and_inside_dataset_map(max_short_side):
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    pixels = np.random.default_rng(3).integers(0, 255, (40, 56, 3), np.uint8)
-    inputs = [
-        make_jpeg_bytes(seed=1),
-        _encode(Image.fromarray(pixels).convert("RGBA"), "PNG"),
-        _encode(Image.fromarray(pixels), "JPEG", exif=exif.tobytes()),
-        b"",
-    ]
-    settings = images.StoreSettings(max_short_side)
-    mapped = list(
-        tf.data.Dataset.from_tensor_slices(inputs)
-        .map(lambda data: photo.prepare(data, settings))
-        .as_numpy_iterator()
-    )
-    for data, in_map in zip(inputs, mapped):
-        eager = photo.prepare(tf.constant(data), settings)
-        for key, value in eager.items():
-            assert np.array_equal(value.numpy(), in_map[key]), key
-
-
-def _lanczos3_reference(image: tf.Tensor, size) -> np.ndarray:
-    resized = tf.image.resize(image, size, method="lanczos3", antialias=True)
-    return tf.cast(tf.round(tf.clip_by_value(resized, 0.0, 255.0)), tf.uint8).numpy()
-
-
-@pytest.mark.parametrize(
-    "shape, size",
-    [
-        ((188, 250, 3), (160, 213)),
-        ((375, 500, 3), (160, 213)),
-        ((97, 61, 3), (40, 25)),
-        ((50, 3, 3), (20, 1)),
-        ((9, 9, 3), (9, 4)),
-    ],
-)
-def test_shrink_is_tf_image_resize_lanczos3_bit_for_bit(shape, size):
-    # A faster route through the same op must not change a stored pixel: same weights,
-    # same sums, so exactly equal (not close), eagerly and inside Dataset.map.
-    image = tf.constant(np.random.default_rng(sum(shape)).integers(0, 256, shape, np.uint8))
-    expected = _lanczos3_reference(image, size)
-    assert np.array_equal(photo._shrink(image, tf.constant(size)).numpy(), expected)
-    mapped = tf.data.Dataset.from_tensors(image).map(lambda x: photo._shrink(x, tf.constant(size)))
-    assert np.array_equal(next(mapped.as_numpy_iterator()), expected)
-
-
-@pytest.mark.slow
-def test_shrink_matches_lanczos3_on_real_photos(sample_dir):
-    # Every 25th sample photo, decoded as prepare decodes it for 160 px (DCT 1/2).
-    for path in sorted(sample_dir.glob("*.jpg"))[::25]:
-        image = tf.io.decode_jpeg(path.read_bytes(), channels=3, ratio=2)
-        height, width = image.shape[:2]
-        if min(height, width) <= 160:
-            continue
-        size = images.resized_size(width, height, 160)[::-1]
-        resized = photo._shrink(image, tf.constant(size)).numpy()
-        assert np.array_equal(resized, _lanczos3_reference(image, size)), path.name

@@ -1,5 +1,6 @@
 """Tests for the label side of the data audit (trainer.audit.features, trainer.audit.labels,
-the audit_data command; the neither and duplicate sides are in test_audit_data.py).
+and trainer.audit.analysis on flipped labels; the neither and duplicate sides are in
+test_analysis.py, the audit_data command in test_audit_data.py).
 
 The records are made so that the two classes are trivially separable for a base with
 random weights (dark "cats", bright "dogs", noisy texture), with a few labels flipped
@@ -9,7 +10,6 @@ on purpose: the audit must put exactly those at the top.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import pathlib
 
@@ -21,8 +21,7 @@ from PIL import Image
 from conftest import write_records
 from records import schema
 from records.manifest import Manifest
-from trainer import audit_data
-from trainer.audit import data, report
+from trainer.audit import analysis
 from trainer.audit import features as audit_features
 from trainer.audit import labels as audit
 
@@ -39,8 +38,7 @@ def _noisy_jpeg(bright: bool, seed: int) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.fixture
-def flipped_records(tmp_path: pathlib.Path) -> pathlib.Path:
+def write_flipped_records(folder: pathlib.Path) -> pathlib.Path:
     """train 60 + val 20 images, half dark cats and half bright dogs; three labels flipped
     (two in train, one in val with a non-UTF-8 name), spread over 3 shards per split."""
     examples: dict[str, list[tuple[bytes, int, str]]] = {"train": [], "val": []}
@@ -54,19 +52,24 @@ def flipped_records(tmp_path: pathlib.Path) -> pathlib.Path:
     examples["train"][5] = (_noisy_jpeg(False, 901), 1, "dog.flipped.1.jpg")
     examples["train"][40] = (_noisy_jpeg(True, 902), 0, "cat.flipped.2.jpg")
     examples["val"][3] = (_noisy_jpeg(True, 903), 0, NOT_UTF8)
-    records_dir = tmp_path / "records"
+    records_dir = folder / "records"
     write_records(records_dir, examples, num_shards=3)
     return records_dir
 
 
-def _read_csv(path) -> list[dict]:
+@pytest.fixture
+def flipped_records(tmp_path: pathlib.Path) -> pathlib.Path:
+    return write_flipped_records(tmp_path)
+
+
+def read_csv(path) -> list[dict]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
 
 
 def test_planted_flips_are_ranked_first_and_flagged(flipped_records, tmp_path):
     manifest = Manifest.load(str(flipped_records))
-    written = data.audit(
+    written = analysis.audit(
         manifest,
         str(tmp_path / "audit"),
         backbone="small_cnn",
@@ -76,7 +79,7 @@ def test_planted_flips_are_ranked_first_and_flagged(flipped_records, tmp_path):
         num_show=6,
         progress=False,
     )
-    rows = _read_csv(written.csv_path)
+    rows = read_csv(written.csv_path)
     # Every image has a row, once; names that are not UTF-8 are shown escaped.
     assert len(rows) == written.num_images == 80
     assert len({(r["filename"], r["split"]) for r in rows}) == 80
@@ -209,42 +212,6 @@ def test_a_memorising_head_still_exposes_a_flip_out_of_sample():
 def test_too_few_images_per_class_for_the_folds():
     with pytest.raises(ValueError, match=r"--folds=5 needs at least 5 images of each class.*3 dog"):
         audit.fold_assignment(np.array([0] * 10 + [1] * 3), folds=5, seed=0)
-
-
-def test_command_reuses_the_feature_cache(flipped_records, tmp_path, capsys, monkeypatch):
-    config = audit_data.AuditConfig(
-        records_dir=str(flipped_records),
-        output_dir=str(tmp_path / "audit"),
-        backbone="small_cnn",
-        weights="none",
-        image_size=32,
-        folds=3,
-        num_show=2,
-    )
-    assert audit_data.main(config) == 0
-    out = capsys.readouterr().out
-    assert "80 images audited: 0 show neither class" in out and "3 likely mislabelled" in out
-    assert "data_issues.csv" in out and "index.html" in out
-    assert "has no ImageNet classifier" in out
-    assert "cat.\\xff.flipped.jpg" in out
-    first = _read_csv(tmp_path / "audit" / report.CSV_NAME)
-
-    def no_extraction(*args, **kwargs):
-        raise AssertionError("the base ran again although its features were cached")
-
-    monkeypatch.setattr(audit_features, "extract", no_extraction)
-    assert audit_data.main(dataclasses.replace(config, folds=4)) == 0
-    second = _read_csv(tmp_path / "audit" / report.CSV_NAME)
-    assert {r["fold"] for r in first} == {"0", "1", "2"}
-    assert {r["fold"] for r in second} == {"0", "1", "2", "3"}
-    assert {r["filename"] for r in second if int(r["label_rank"]) <= 3} == FLIPPED
-
-
-def test_flags_are_checked():
-    with pytest.raises(ValueError, match="folds=1 must be >= 2"):
-        audit_data.AuditConfig(records_dir="r", folds=1)
-    with pytest.raises(ValueError, match="backbone='nope': expected one of"):
-        audit_data.AuditConfig(records_dir="r", backbone="nope")
 
 
 def test_near_copies_share_a_fold():
