@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import TINY_TRAIN_SETTINGS, run_train
+from conftest import TINY_TRAIN_FLAGS, TINY_TRAIN_SETTINGS, run_train
 from pipeline import dataset as dataset_lib
 from records.manifest import Manifest
 from trainer.inference import evaluation
@@ -49,6 +49,40 @@ def test_features_of_every_record_in_eval_order(tiny_records):
     np.testing.assert_array_equal(cache.val.labels, labels.numpy())
     expected = features.feature_model(model).predict_on_batch(images)
     np.testing.assert_allclose(cache.val.features, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_litert_features_are_keras_features(tiny_records, tmp_path):
+    manifest = Manifest.load(str(tiny_records))
+    model = model_lib.build_model(
+        model_lib.ModelConfig(
+            image_size=(32, 32), weights="none", freeze_layers=19, dense_units=8, pooling="avg"
+        )
+    )
+    by_keras = features.compute(model, manifest, batch_size=5, engine="keras")
+    by_litert = features.compute(
+        model, manifest, batch_size=5, engine="litert", cache_dir=str(tmp_path)
+    )
+    for split in ("train", "val"):
+        keras_split, lite_split = getattr(by_keras, split), getattr(by_litert, split)
+        np.testing.assert_array_equal(lite_split.labels, keras_split.labels)
+        np.testing.assert_allclose(lite_split.features, keras_split.features, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_train_engine_flag_reaches_the_features_pass(tiny_records, tmp_path):
+    result = run_train(
+        tiny_records,
+        tmp_path / "model",
+        *TINY_TRAIN_FLAGS,
+        "--freeze_layers=19",
+        "--pooling=avg",
+        "--input_mode=features",
+        "--engine=litert",
+        "--epochs=1",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert list((tmp_path / "model").glob("litert_float32_*.tflite"))
 
 
 def test_a_base_that_trains_is_refused(tiny_records):

@@ -67,6 +67,7 @@ def read_csv(path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_planted_flips_are_ranked_first_and_flagged(flipped_records, tmp_path):
     manifest = Manifest.load(str(flipped_records))
     written = analysis.audit(

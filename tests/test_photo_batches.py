@@ -112,6 +112,7 @@ def test_empty_input_and_a_batch_with_nothing_readable():
     assert function.calls == 0
 
 
+@pytest.mark.slow
 def test_predict_runner_and_the_saved_model_graph_refuse_the_same_rows():
     # The Python rule (predict's batch function through run) and its graph form
     # (photo_batch, the SavedModel's) on one batch: the same pixels for the good rows, the

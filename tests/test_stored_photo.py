@@ -114,6 +114,7 @@ def test_non_images_are_rejected_with_a_reason(data, reason):
         stored_photo.prepare(data)
 
 
+@pytest.mark.slow
 def test_max_short_side_shrinks_and_never_upscales():
     data = make_jpeg_bytes(120, 200, seed=4)
     prepared = stored_photo.prepare(data, max_short_side=60, jpeg_quality=80)

@@ -44,6 +44,7 @@ def train_in_a_process(records_dir, model_dir, *flags, command=train_command):
     )
 
 
+@pytest.mark.slow
 def test_flagfile_run(tiny_records, tmp_path):
     flagfile = tmp_path / "train.flags"
     flagfile.write_text("--epochs=1\n--steps_per_epoch=1\n")
@@ -135,6 +136,7 @@ def test_killed_run_resumes(tiny_records, tmp_path):
     assert not (model_dir / "backup").exists()
 
 
+@pytest.mark.slow
 def test_not_a_terminal_gets_exactly_one_line_per_epoch(tiny_records, tmp_path):
     # stdout is no terminal here, as in a log file or CI: no bar, no carriage returns, and
     # nothing but the epoch lines (the logs go to stderr).
