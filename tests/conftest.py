@@ -567,5 +567,41 @@ def sample_dir() -> pathlib.Path:
     return SAMPLE_DIR
 
 
+# The files that take longest (real photos converted and trained on, a run SIGKILLed at
+# every point, service and multi-worker processes; docs/testing.md), longest first. pytest-
+# xdist hands out whole files in collection order, so these start first and the workers
+# end together instead of one finishing a long file alone.
+LONGEST_FIRST = (
+    "test_serving_parity.py",
+    "test_analysis.py",
+    "test_resume.py",
+    "test_service.py",
+    "test_learning.py",
+    "test_multiworker.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # Stable: file order kept.
+
+
 # Quieter test output: hide TensorFlow's C++ INFO and WARNING lines (errors still show).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture
+def litert_images(monkeypatch) -> list[int]:
+    """Counts the images every ``LiteRTRunner`` runs during the test (one entry per
+    call): proof that a pass used LiteRT, whose answers equal Keras' within round-off."""
+    from trainer.models import engine
+
+    calls: list[int] = []
+    run = engine.LiteRTRunner.predict_on_batch
+
+    def counting(self, images):
+        calls.append(len(images))
+        return run(self, images)
+
+    monkeypatch.setattr(engine.LiteRTRunner, "predict_on_batch", counting)
+    return calls

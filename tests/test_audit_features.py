@@ -64,3 +64,19 @@ def test_extract_gives_each_record_the_thumbnail_of_its_own_pixels_and_caches_it
     older = ("vectors", "labels", "filenames", "splits", "positions")
     np.savez(path, key="key", **{name: np.asarray(getattr(found, name)) for name in older})
     assert features.load(path, "key") is None
+
+
+@pytest.mark.slow
+def test_the_base_pass_on_litert_gives_keras_vectors(tiny_records, tmp_path, litert_images):
+    manifest = Manifest.load(str(tiny_records))
+    keras.utils.set_random_seed(0)
+    base = features.extractor("vgg16", "none", SIZE)
+    by_keras = features.extract(manifest, base, batch_size=5, progress=False, engine="keras")
+    by_litert = features.extract(
+        manifest, base, batch_size=5, progress=False, engine="litert", cache_dir=str(tmp_path)
+    )
+    assert sum(litert_images) == 1 + 24 + 12
+    assert by_litert.filenames == by_keras.filenames
+    np.testing.assert_allclose(by_litert.vectors, by_keras.vectors, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(by_litert.thumbnails, by_keras.thumbnails)
+    assert list(tmp_path.glob("litert_float32_*.tflite"))

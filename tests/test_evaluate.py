@@ -263,7 +263,7 @@ def test_evaluate_on_the_held_out_test_split(saved_model, tmp_path):
 
 
 @pytest.mark.slow
-def test_litert_engine_gives_keras_answers(saved_model, tiny_records):
+def test_litert_engine_gives_keras_answers(saved_model, tiny_records, litert_images):
     results = {
         engine: evaluate_lib.evaluate(
             str(saved_model), str(tiny_records), "val", batch_size=5, engine=engine
@@ -271,6 +271,7 @@ def test_litert_engine_gives_keras_answers(saved_model, tiny_records):
         for engine in ("keras", "litert")
     }
     keras_result, lite_result = results["keras"], results["litert"]
+    assert sum(litert_images) == 1 + 12  # the check on one image, then the split
     assert (keras_result.metrics["engine"], lite_result.metrics["engine"]) == ("keras", "litert")
     np.testing.assert_allclose(lite_result.prob_dog, keras_result.prob_dog, atol=2e-6)
     assert lite_result.filenames == keras_result.filenames

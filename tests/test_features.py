@@ -52,7 +52,7 @@ def test_features_of_every_record_in_eval_order(tiny_records):
 
 
 @pytest.mark.slow
-def test_litert_features_are_keras_features(tiny_records, tmp_path):
+def test_litert_features_are_keras_features(tiny_records, tmp_path, litert_images):
     manifest = Manifest.load(str(tiny_records))
     model = model_lib.build_model(
         model_lib.ModelConfig(
@@ -63,6 +63,7 @@ def test_litert_features_are_keras_features(tiny_records, tmp_path):
     by_litert = features.compute(
         model, manifest, batch_size=5, engine="litert", cache_dir=str(tmp_path)
     )
+    assert sum(litert_images) == 1 + 24 + 12
     for split in ("train", "val"):
         keras_split, lite_split = getattr(by_keras, split), getattr(by_litert, split)
         np.testing.assert_array_equal(lite_split.labels, keras_split.labels)

@@ -426,7 +426,7 @@ def test_submission_id():
 
 
 @pytest.mark.slow
-def test_litert_answers_as_keras_and_lists_the_same_bad_photos(model_path, tmp_path):
+def test_litert_answers_as_keras_and_lists_the_same_bad_photos(model_path, tmp_path, litert_images):
     folder = tmp_path / "test1"
     _test_folder(folder)  # 7 photos, one not an image
     _write(folder / "6.jpg", make_damaged_jpeg())  # refused by the decoder only
@@ -436,6 +436,7 @@ def test_litert_answers_as_keras_and_lists_the_same_bad_photos(model_path, tmp_p
         summary = predict_lib.predict(str(model_path), str(folder), str(output), engine=engine)
         assert summary == {**summary, "engine": engine, "predicted": 7, "bad_images": 2}
         outputs[engine] = output
+    assert sum(litert_images) == 1 + 7  # the check on one image, then the good photos
     keras_rows, lite_rows = (_read_submission(outputs[e]) for e in ("keras", "litert"))
     assert [i for i, _ in lite_rows] == [i for i, _ in keras_rows]
     np.testing.assert_allclose([p for _, p in lite_rows], [p for _, p in keras_rows], atol=2e-6)
@@ -444,7 +445,7 @@ def test_litert_answers_as_keras_and_lists_the_same_bad_photos(model_path, tmp_p
 
 
 @pytest.mark.slow
-def test_litert_int8_is_calibrated_on_the_training_records(tmp_path):
+def test_litert_int8_is_calibrated_on_the_training_records(tmp_path, litert_images):
     # Bright dogs and dark cats, as in the test folder: int8 clips activations to the
     # ranges the calibration images reach.
     folder = tmp_path / "train"
@@ -470,6 +471,7 @@ def test_litert_int8_is_calibrated_on_the_training_records(tmp_path):
         str(model_path), str(tmp_path / "test1"), str(output), engine="litert_int8"
     )
     assert summary == {**summary, "engine": "litert_int8", "predicted": 7, "bad_images": 1}
+    assert sum(litert_images) == 7
     labels_by_id = dict(_read_submission(output))
     # Quantized, so close rather than equal; every bright photo a dog, every dark one a cat.
     assert all(labels_by_id[str(image_id)] > 0.9 for image_id in (*DOGS, 4))

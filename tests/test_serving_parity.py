@@ -192,6 +192,12 @@ def served(tmp_path_factory):
     with open(output, newline="") as f:
         predicted = {row["id"]: float(row["label"]) for row in csv.DictReader(f)}
     bad = json.loads((root / "predictions.bad_images.json").read_text())
+    # The same photos through LiteRT (--engine=litert): the frozen network's other engine.
+    lite_output = root / "litert" / "predictions.csv"
+    prediction.predict(str(model_path), str(inputs), str(lite_output), 32, engine="litert")
+    with open(lite_output, newline="") as f:
+        predicted_litert = {row["id"]: float(row["label"]) for row in csv.DictReader(f)}
+    bad_litert = json.loads((root / "litert" / "predictions.bad_images.json").read_text())
 
     # The SavedModel from plain TensorFlow: Keras and the project unimportable.
     names = sorted(files)
@@ -242,6 +248,8 @@ def served(tmp_path_factory):
         "files": files,
         "predicted": predicted,
         "bad": bad,
+        "predicted_litert": predicted_litert,
+        "bad_litert": bad_litert,
         "saved_model": saved_model,
         "tflite": tflite,
         "val_names": val_names,
@@ -398,3 +406,22 @@ def test_bad_rows_get_the_same_verdict_from_predict_and_the_saved_model(served):
     assert bad_by_predict["bad_bomb.png"].startswith("image too large: 30000x30000")
     assert all(np.isnan(served["saved_model"][name][0]) for name in refused)
     assert not any(served["tflite"][name].valid for name in refused)
+
+
+def test_litert_predict_gives_keras_predicts_answer_and_bad_rows(served):
+    keras_answers, lite_answers = served["predicted"], served["predicted_litert"]
+    assert set(lite_answers) == set(keras_answers)
+    gaps = {name: abs(lite_answers[name] - keras_answers[name]) for name in keras_answers}
+    worst = max(gaps, key=gaps.get)
+    print(f"predict --engine=litert vs keras: max |dP| {gaps[worst]:.2e} ({worst})")
+    assert gaps[worst] <= 1e-4, (worst, gaps[worst])
+    # A photo that cannot be read is listed with the same reason by either engine.
+    assert served["bad_litert"] == served["bad"]
+
+
+def test_saved_model_gives_litert_predicts_answer(served):
+    good = [name for name in served["files"] if not name.startswith("bad_")]
+    gaps = [
+        abs(served["saved_model"][name][0] - served["predicted_litert"][_id(name)]) for name in good
+    ]
+    assert max(gaps) <= 0.01

@@ -23,6 +23,7 @@ from absl import logging
 from core import lock, settings
 from trainer.audit import neighbours
 from trainer.models import backbones
+from trainer.models import engine as engine_lib
 from trainer.models import model as model_lib
 
 setting = settings.setting
@@ -66,6 +67,14 @@ class AuditConfig:
         maximum=1.0,
     )
 
+    engine: str = setting(
+        "auto",
+        "What runs the base: keras, litert (converted once to float32 TFLite, kept in "
+        "--output_dir, run by XNNPACK on every core; the same features within float32 "
+        "round-off), or auto (litert when there are enough images to pay for the conversion).",
+        choices=engine_lib.ENGINES,
+    )
+
     def __post_init__(self):
         settings.check(self)
 
@@ -94,6 +103,7 @@ def main(config: AuditConfig) -> int:
             batch_size=config.batch_size,
             seed=config.seed,
             duplicate_similarity=config.duplicate_similarity,
+            engine=config.engine,
         )
     flagged = written.flagged
     print(

@@ -135,6 +135,7 @@ def audit(
     duplicate_similarity: float = neighbours_lib.DUPLICATE_SIMILARITY,
     make_head: Callable = labels_lib.logistic_head,
     progress: bool | None = None,
+    engine: str = "auto",
 ) -> report.Written:
     """Audits every labelled image of ``manifest`` and writes the report to ``output_dir``.
 
@@ -152,6 +153,7 @@ def audit(
         batch_size=batch_size,
         seed=seed,
         progress=progress,
+        engine=engine,
     )
     findings = analyse(
         features,

@@ -35,6 +35,7 @@ from pipeline import dataset as dataset_lib
 from records import schema
 from records.manifest import Manifest
 from trainer.inference import evaluation
+from trainer.models import engine as engine_lib
 from trainer.models import model as model_lib
 from trainer.training import features
 
@@ -120,6 +121,8 @@ def extract(
     model: keras.Model,
     batch_size: int = 64,
     progress: bool | None = None,
+    engine: str = "auto",
+    cache_dir: str | None = None,
 ) -> AuditFeatures:
     """Runs every labelled record once through ``model`` (see ``extractor``), and takes
     the ``thumbnails`` of the same pixels.
@@ -129,6 +132,8 @@ def extract(
       model: Raw RGB images -> feature vectors; its input size is the decode size.
       batch_size: Images per forward pass.
       progress: A progress bar (None: only on a terminal, else a log line every 10 s).
+      engine: What runs ``model``, one of ``trainer.models.engine.ENGINES``.
+      cache_dir: Where ``litert`` keeps the converted base (the audit's output dir).
 
     Raises:
       ValueError: The manifest lists no records.
@@ -138,7 +143,9 @@ def extract(
     splits = labelled_splits(manifest)
     if not splits:
         raise ValueError(f"{manifest.path} lists no records; rerun make_records")
-    bar = Progress(f"features ({model.name})", sum(map(manifest.num_examples, splits)), progress)
+    total = sum(map(manifest.num_examples, splits))
+    runner = engine_lib.runner(model, engine, total, cache_dir)
+    bar = Progress(f"features ({model.name})", total, progress)
     vectors, small, labels, names, split_of, positions = [], [], [], [], [], []
     try:
         for split in splits:
@@ -147,7 +154,7 @@ def extract(
             )
             count = 0
             for images, batch_labels, batch_names in data:
-                vectors.append(np.asarray(model.predict_on_batch(images), np.float32))
+                vectors.append(np.asarray(runner.predict_on_batch(images), np.float32))
                 small.append(thumbnails(images))
                 labels.extend(batch_labels.numpy().tolist())
                 names.extend(evaluation.display_filename(n) for n in batch_names.numpy())
@@ -177,8 +184,12 @@ def cached(
     batch_size: int = 64,
     seed: int = 0,
     progress: bool | None = None,
+    engine: str = "auto",
 ) -> AuditFeatures:
     """Every labelled record's features, from ``output_dir``'s cache or computed (and cached).
+
+    ``engine`` runs the base (``trainer.models.engine``); litert's flatbuffer is kept in
+    ``output_dir`` too.
 
     Raises:
       ValueError: No labelled records, or an unknown backbone.
@@ -197,7 +208,8 @@ def cached(
         return features
     # Only matters for a base with random weights (--weights=none): same seed, same base.
     keras.utils.set_random_seed(seed)
-    features = extract(manifest, extractor(backbone, weights, image_size), batch_size, progress)
+    base = extractor(backbone, weights, image_size)
+    features = extract(manifest, base, batch_size, progress, engine, output_dir)
     save(features, cache, key)
     logging.info("features cached in %s", cache)
     return features

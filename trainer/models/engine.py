@@ -43,9 +43,10 @@ INT8 = "litert_int8"
 PREDICT_ENGINES: tuple[str, ...] = (*ENGINES, INT8)
 
 # auto converts only for at least this many images. Measured (docs/limits.md): converting
-# Lite0 at 224 px took ~11 s and LiteRT saved ~8 ms per image against Keras, so it breaks
-# even near 1,400 images; twice that leaves room for a loaded machine, where the saving
-# shrinks and the conversion does not.
+# Lite0 at 224 px takes ~5 s, and LiteRT saves 2-4 ms per image end to end on 2 cores
+# (more under load), so it breaks even at 1,300-2,600 images; 3,000 leaves a margin on a
+# quiet machine. A smaller network converts faster but saves less per image, so the same
+# count is a fair bar.
 AUTO_MIN_IMAGES = 3000
 
 # Images per LiteRT invocation (see LiteRTRunner).
@@ -71,7 +72,8 @@ class KerasRunner:
 class LiteRTRunner:
     """A TFLite flatbuffer run by LiteRT, XNNPACK on ``num_threads`` cores.
 
-    Takes what the Keras model takes (raw RGB 0..255 [B, H, W, 3], any dtype), any B. The interpreter runs a fixed ``CHUNK`` images per invocation, the last chunk
+    Takes what the Keras model takes (raw RGB 0..255 [B, H, W, 3], any dtype), any B.
+    The interpreter runs a fixed ``chunk`` images per invocation, the last chunk
     padded with black images whose outputs are dropped: one shape, so XNNPACK plans its
     buffers once, and a chunk's activations stay in cache (Lite0 at 224 px ran ~1.25x
     faster per image in chunks of 4 than of 64; docs/limits.md). Every layer of an
@@ -80,13 +82,14 @@ class LiteRTRunner:
 
     engine = "litert"
 
-    def __init__(self, content: bytes, num_threads: int | None = None):
+    def __init__(self, content: bytes, num_threads: int | None = None, chunk: int = CHUNK):
+        self._chunk = chunk
         self._interpreter = Interpreter(
             model_content=content, num_threads=num_threads or os.cpu_count() or 1
         )
         details = self._interpreter.get_input_details()[0]
         self._input, self._dtype = details["index"], details["dtype"]
-        self._shape = (CHUNK, *details["shape"][1:])
+        self._shape = (chunk, *details["shape"][1:])
         self._interpreter.resize_tensor_input(self._input, self._shape)
         self._interpreter.allocate_tensors()
         self._output = self._interpreter.get_output_details()[0]["index"]
@@ -96,20 +99,18 @@ class LiteRTRunner:
         if images.dtype != self._dtype:
             images = images.astype(self._dtype)  # uint8 batches -> float32: exact
         outputs = []
-        for start in range(0, len(images), CHUNK):
-            chunk = images[start : start + CHUNK]
-            if len(chunk) < CHUNK:
+        for start in range(0, len(images), self._chunk):
+            chunk = images[start : start + self._chunk]
+            if len(chunk) < self._chunk:
                 chunk = np.concatenate(
-                    [chunk, np.zeros((CHUNK - len(chunk), *chunk.shape[1:]), self._dtype)]
+                    [chunk, np.zeros((self._chunk - len(chunk), *chunk.shape[1:]), self._dtype)]
                 )
             self._interpreter.set_tensor(self._input, chunk)
             self._interpreter.invoke()
             # A copy: the interpreter reuses its output buffer on the next call.
             outputs.append(np.array(self._interpreter.get_tensor(self._output)))
-        if not outputs:
-            return np.zeros(
-                (0, *self._interpreter.get_output_details()[0]["shape"][1:]), np.float32
-            )
+        if not outputs:  # an empty batch: an empty answer
+            return np.zeros((0, *self._interpreter.get_tensor(self._output).shape[1:]), np.float32)
         return np.concatenate(outputs)[: len(images)]
 
 
