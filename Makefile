@@ -130,7 +130,9 @@ demo: records preview train
 # so two workers keep both cores busy (1.55x on the fast lane, same load). TEST_WORKERS=0
 # runs in this one process.
 TEST_WORKERS ?= auto
-PYTEST = $(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+# --no-loadscope-reorder: files go out in collection order, the longest first
+# (tests/conftest.py LONGEST_FIRST), not by their number of tests.
+PYTEST = $(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 test: setup
 	$(PYTEST)
