@@ -20,8 +20,9 @@ For one trained model (its base is the frozen network) and one records directory
 3. **Where the time goes** (the features pass's chain): the decode alone (the records
    through ``eval_dataset``, no network), the network alone on batches held in memory,
    the head alone on pooled features; the rest of a pass is Python and contention.
-4. **Threads**: the features pass with LiteRT on 1 or 2 threads and tf.data's private
-   thread pool of 1 or the default (every core).
+4. **Threads**: the features pass on keras and on LiteRT with 2 threads or 1, taking
+   turns. (A private tf.data pool of 1 was timed A B A B against the default: no
+   difference; docs/limits.md.)
 
 The 1-minute load average is printed before and after each pass.
 """
@@ -138,29 +139,34 @@ def _with_threadpool(data, threadpool: int | None):
 
 
 def _threads(extractor, manifest, cache_dir) -> list[dict]:
-    """The features pass on LiteRT with 1 or 2 threads and tf.data's pool of 1 or all."""
+    """The features pass on keras, LiteRT on 2 threads and on 1, taking turns (A B C A B C):
+    with 1, XNNPACK leaves a core to the decode; with 2, they share both."""
     content = engine_lib.cached_flatbuffer(extractor, cache_dir)
     image_size = model_lib.input_size(extractor)
+    runners = {
+        "keras": engine_lib.KerasRunner(extractor),
+        "litert, 2 threads": engine_lib.LiteRTRunner(content, 2),
+        "litert, 1 thread": engine_lib.LiteRTRunner(content, 1),
+    }
     total = manifest.num_examples("train") + manifest.num_examples("val")
     rows = []
-    for litert_threads, threadpool in ((2, None), (1, None), (2, 1), (1, 1)):
-        runner = engine_lib.LiteRTRunner(content, litert_threads)
-        before = _load()
-        start = time.perf_counter()
-        for split in ("train", "val"):
-            data = dataset_lib.eval_dataset(
-                manifest, FLAGS.batch_size, split=split, image_size=image_size
+    for _ in range(FLAGS.rounds):
+        for name, runner in runners.items():
+            before = _load()
+            start = time.perf_counter()
+            for split in ("train", "val"):
+                data = dataset_lib.eval_dataset(
+                    manifest, FLAGS.batch_size, split=split, image_size=image_size
+                )
+                features.extract(runner, data, total, split)
+            rows.append(
+                {
+                    "runner": name,
+                    "images_per_sec": round(total / (time.perf_counter() - start), 1),
+                    "load": [before, _load()],
+                }
             )
-            features.extract(runner, _with_threadpool(data, threadpool), total, split)
-        rows.append(
-            {
-                "litert_threads": litert_threads,
-                "tf_data_threadpool": threadpool or "default",
-                "images_per_sec": round(total / (time.perf_counter() - start), 1),
-                "load": [before, _load()],
-            }
-        )
-        logging.info("threads: %s", rows[-1])
+            logging.info("threads: %s", rows[-1])
     return rows
 
 

@@ -117,28 +117,35 @@ make_records.run()
 """
 
 
-def run_make_records(*args: str) -> subprocess.CompletedProcess:
-    """``make_records`` with ``args`` in its own process (output captured as text)."""
+def run_process(
+    command: list[str], env: dict[str, str] | None = None, **kwargs
+) -> subprocess.CompletedProcess:
+    """``command`` in a process of its own, from the repo root, its output captured as text.
+
+    ``env`` defaults to ``subprocess_env()``. The timeout (300 s unless given) is for a hang,
+    not a slow run: ``subprocess.run`` kills the child when it expires.
+    """
+    kwargs.setdefault("timeout", 300)
     return subprocess.run(
-        [sys.executable, "-m", "records.make_records", *args],
+        command,
         cwd=REPO_ROOT,
-        env=subprocess_env(),
+        env=subprocess_env() if env is None else env,
         capture_output=True,
         text=True,
-        timeout=300,
+        **kwargs,
     )
+
+
+def run_make_records(*args: str) -> subprocess.CompletedProcess:
+    """``make_records`` with ``args`` in its own process."""
+    return run_process([sys.executable, "-m", "records.make_records", *args])
 
 
 def run_make_records_killed_after(num_shards: int, *args: str) -> subprocess.CompletedProcess:
     """``make_records`` with ``args``, SIGKILLed with its workers after ``num_shards`` shards
     (``KILLED_AFTER_SHARDS``)."""
-    return subprocess.run(
+    return run_process(
         [sys.executable, "-c", KILLED_AFTER_SHARDS, str(num_shards), *args],
-        cwd=REPO_ROOT,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
         start_new_session=True,  # Its own process group: the kill takes no one else.
     )
 

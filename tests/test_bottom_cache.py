@@ -136,3 +136,35 @@ def test_the_fine_tune_trains_the_top_only_and_ships_the_whole_model(
         assert not np.array_equal(kernel.numpy(), after_phase_one[kernel.path]), name
     saved = json.loads((pathlib.Path(config.model_dir) / "metrics.json").read_text())
     assert saved["model_epoch"] is None  # --norestore_best: the last epoch's weights.
+
+
+@pytest.mark.slow
+def test_the_frozen_bottom_on_litert_gives_keras_outputs(tiny_records, tmp_path, litert_images):
+    manifest = Manifest.load(str(tiny_records))
+    model = _tiny_model(freeze_layers=19)
+    caches = {
+        engine: bottom_cache.compute(
+            model,
+            manifest,
+            TrainConfig(
+                records_dir=str(tiny_records),
+                model_dir=str(tmp_path / engine),
+                fine_tune_epochs=1,
+                fine_tune_cached_views=1,
+                fine_tune_freeze_layers=CUT,
+                engine=engine,
+                **TINY,
+            ),
+        )
+        for engine in ("keras", "litert")
+    }
+    # 1 image to check the flatbuffer, then 3 full batches of 8 train and the 12 val.
+    assert sum(litert_images) == 1 + 24 + 12
+    assert list((tmp_path / "litert").glob("litert_float32_*.tflite"))
+    # Val is decoded the same every pass (the train views are re-augmented): compare it.
+    np.testing.assert_allclose(
+        caches["litert"].val.features.astype(np.float32),
+        caches["keras"].val.features.astype(np.float32),
+        rtol=1e-3,
+        atol=1e-3,  # float16 storage: its round-off, not the engines'
+    )

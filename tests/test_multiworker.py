@@ -18,6 +18,7 @@ from conftest import (
     REPO_ROOT,
     alternating_examples,
     free_ports,
+    run_process,
     subprocess_env,
     train_command,
     train_runner_command,
@@ -78,14 +79,7 @@ def test_mirrored_two_cpus_matches_one_device(tmp_path):
     }
     models = {}
     for name, extra in runs.items():
-        result = subprocess.run(
-            _command(records_dir, tmp_path / name, *flags, *extra),
-            capture_output=True,
-            text=True,
-            timeout=240,
-            env=_env(),
-            cwd=REPO_ROOT,
-        )
+        result = run_process(_command(records_dir, tmp_path / name, *flags, *extra), _env())
         assert result.returncode == 0, result.stderr[-3000:]
         models[name] = model_lib.load_model(str(tmp_path / name / "model.keras"))
     metrics = json.loads((tmp_path / "mirrored" / "metrics.json").read_text())
@@ -171,7 +165,7 @@ def test_multi_worker_two_processes_train_and_log_like_one_process(tmp_path):
     # The non-chief wrote nothing that outlives the run.
     assert sorted(p.name for p in model_dir.iterdir() if "worker" in p.name) == []
 
-    one = subprocess.run(
+    one = run_process(
         _command(
             records_dir,
             tmp_path / "one",
@@ -179,11 +173,7 @@ def test_multi_worker_two_processes_train_and_log_like_one_process(tmp_path):
             *flags,
             command=_dumping(tmp_path / "batches_one"),
         ),
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env=_env(),
-        cwd=REPO_ROOT,
+        _env(),
     )
     assert one.returncode == 0, one.stderr[-3000:]
     columns = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"]

@@ -13,7 +13,6 @@ import json
 import pathlib
 import shutil
 import signal
-import subprocess
 
 import h5py
 import keras
@@ -21,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO_ROOT, TINY_TRAIN_FLAGS, subprocess_env, train_runner_command
+from conftest import TINY_TRAIN_FLAGS, run_process, train_runner_command
 from trainer.models import model as model_lib
 from trainer.training import callbacks as callbacks_lib
 from trainer.training import features, resume
@@ -212,14 +211,8 @@ LEFT = {
 
 
 def _train(records_dir, model_dir, dump_dir, *flags):
-    # subprocess.run kills the child if the timeout expires (a hang, not a slow run).
-    return subprocess.run(
-        train_runner_command(records_dir, model_dir, f"--dump_dir={dump_dir}", *flags),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=subprocess_env(),
-        cwd=REPO_ROOT,
+    return run_process(
+        train_runner_command(records_dir, model_dir, f"--dump_dir={dump_dir}", *flags)
     )
 
 

@@ -29,6 +29,7 @@ from conftest import (
     OutputWatcher,
     alternating_examples,
     free_ports,
+    run_process,
     subprocess_env,
     train_command,
     train_runner_command,
@@ -152,7 +153,7 @@ def test_worker_requires_a_dispatcher():
 def test_train_reads_from_two_service_workers(tmp_path):
     records_dir = _records(tmp_path)
     with _cluster(tmp_path, worker_timeout_ms=5000) as (cluster, port, _):
-        result = subprocess.run(
+        result = run_process(
             train_command(
                 records_dir,
                 tmp_path / "model",
@@ -162,11 +163,6 @@ def test_train_reads_from_two_service_workers(tmp_path):
                 f"--data_service=grpc://127.0.0.1:{port}",
                 "--data_service_mode=parallel_epochs",
             ),
-            capture_output=True,
-            text=True,
-            timeout=240,
-            env=subprocess_env(),
-            cwd=REPO_ROOT,
         )
         assert result.returncode == 0, result.stderr[-3000:]
         assert f"tf.data service at grpc://127.0.0.1:{port}" in result.stderr

@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 
 import pandas as pd
 import pytest
 
 from conftest import (
-    REPO_ROOT,
     TINY_TRAIN_FLAGS,
     run_command,
+    run_process,
     run_train,
-    subprocess_env,
     train_command,
     train_runner_command,
 )
@@ -34,14 +32,7 @@ def train(records_dir, model_dir, *flags):
 def train_in_a_process(records_dir, model_dir, *flags, command=train_command):
     """``command`` (``train`` itself, or tests/train_runner.py) with SMALL_FLAGS + flags in
     a process of its own."""
-    return subprocess.run(
-        command(records_dir, model_dir, *SMALL_FLAGS, *flags),
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env=subprocess_env(),
-        cwd=REPO_ROOT,
-    )
+    return run_process(command(records_dir, model_dir, *SMALL_FLAGS, *flags))
 
 
 @pytest.mark.slow

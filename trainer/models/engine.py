@@ -6,8 +6,8 @@ pass, ``evaluate``, ``predict``) asks ``runner`` for a batch function. ``keras``
 flatbuffer (no quantization: the same numbers within float32 round-off), caches it in a
 folder the caller names (beside the model or the records), keyed by a hash of the
 model's architecture, weights and input shape, and runs it with LiteRT's XNNPACK
-delegate on every core. On this 2-core CPU XNNPACK ran Lite0 ~1.8x faster than
-TensorFlow's kernels ([docs/limits.md](../../docs/limits.md)).
+delegate on every core. On this 2-core CPU XNNPACK ran Lite0's network 1.55x faster
+than TensorFlow's kernels, its passes 1.5-2.3x (docs/limits.md).
 
 ``auto`` takes ``litert`` when the saving pays for the conversion (a cached flatbuffer
 costs nothing to convert; otherwise from the number of images), else ``keras``. A model
@@ -75,7 +75,7 @@ class LiteRTRunner:
     Takes what the Keras model takes (raw RGB 0..255 [B, H, W, 3], any dtype), any B.
     The interpreter runs a fixed ``chunk`` images per invocation, the last chunk
     padded with black images whose outputs are dropped: one shape, so XNNPACK plans its
-    buffers once, and a chunk's activations stay in cache (Lite0 at 224 px ran ~1.25x
+    buffers once, and a chunk's activations stay in cache (Lite0 at 224 px ran 1.5x
     faster per image in chunks of 4 than of 64; docs/limits.md). Every layer of an
     inference-mode network treats each image on its own, so padding changes no output.
     """
