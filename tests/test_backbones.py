@@ -71,12 +71,13 @@ def test_default_freeze_counts_end_on_stage_boundaries(name):
         assert (names[count] if count < len(names) else None) == first_trained, (name, key)
 
 
-# Lite1 and Lite2 go through Lite0's code path at 4-5 s each (2 busy cores): slow only.
+# Lite1 and Lite2 go through Lite0's code path at 4-5 s each (2 busy cores), ResNet50 and
+# MobileNetV2 through Keras' applications at 2-3 s: slow only; the fast lane builds the rest.
 @pytest.mark.parametrize(
     "name",
     [
         pytest.param(name, marks=pytest.mark.slow)
-        if name in ("efficientnet_lite1", "efficientnet_lite2")
+        if name in ("efficientnet_lite1", "efficientnet_lite2", "resnet50", "mobilenetv2")
         else name
         for name in backbones.NAMES
     ],

@@ -151,7 +151,10 @@ def test_augmentation_never_changes_labels(tmp_path, augment):
             assert (image.mean() > 127.5) == bool(label)
 
 
-@pytest.mark.parametrize("num_workers,mode", [(3, "file"), (5, "example")])
+# By example (more workers than files) reads every file in every worker: ~3 s, slow only.
+@pytest.mark.parametrize(
+    "num_workers,mode", [(3, "file"), pytest.param(5, "example", marks=pytest.mark.slow)]
+)
 def test_per_worker_sharding_is_disjoint_and_complete(tmp_path, num_workers, mode, caplog):
     items = _split_items(10, 0)
     num_shards = 4 if mode == "example" else 6
