@@ -6,8 +6,9 @@ pass, ``evaluate``, ``predict``) asks ``runner`` for a batch function. ``keras``
 flatbuffer (no quantization: the same numbers within float32 round-off), caches it in a
 folder the caller names (beside the model or the records), keyed by a hash of the
 model's architecture, weights and input shape, and runs it with LiteRT's XNNPACK
-delegate on every core. On this 2-core CPU XNNPACK ran Lite0's network 1.55x faster
-than TensorFlow's kernels, its passes 1.5-2.3x (docs/limits.md).
+delegate on every core. On this 2-core CPU XNNPACK ran Lite0's network alone 1.55x
+faster than TensorFlow's kernels; a whole pass gained 0.9-2.5x depending on the load
+(docs/limits.md).
 
 ``auto`` takes ``litert`` when the saving pays for the conversion (a cached flatbuffer
 costs nothing to convert; otherwise from the number of images), else ``keras``. A model
@@ -43,10 +44,10 @@ INT8 = "litert_int8"
 PREDICT_ENGINES: tuple[str, ...] = (*ENGINES, INT8)
 
 # auto converts only for at least this many images. Measured (docs/limits.md): converting
-# Lite0 at 224 px takes ~5 s, and LiteRT saves 2-4 ms per image end to end on 2 cores
-# (more under load), so it breaks even at 1,300-2,600 images; 3,000 leaves a margin on a
-# quiet machine. A smaller network converts faster but saves less per image, so the same
-# count is a fair bar.
+# Lite0 at 224 px takes ~5 s. LiteRT's features pass ran 1.5-2.5x Keras' images/s when
+# another job shared the 2 cores (Keras halves then; LiteRT barely moves), saving ~4 ms
+# an image, so the conversion pays from ~1,300 images. On a quiet machine it gained only
+# 0.9-1.15x, and there auto can lose the conversion's seconds: an open item.
 AUTO_MIN_IMAGES = 3000
 
 # Images per LiteRT invocation (see LiteRTRunner).
@@ -75,8 +76,8 @@ class LiteRTRunner:
     Takes what the Keras model takes (raw RGB 0..255 [B, H, W, 3], any dtype), any B.
     The interpreter runs a fixed ``chunk`` images per invocation, the last chunk
     padded with black images whose outputs are dropped: one shape, so XNNPACK plans its
-    buffers once, and a chunk's activations stay in cache (Lite0 at 224 px ran 1.5x
-    faster per image in chunks of 4 than of 64; docs/limits.md). Every layer of an
+    buffers once, and a chunk's activations stay in cache (Lite0 at 224 px: chunks of 4
+    the fastest of 1/4/16/64 in both runs, 1.5x batches of 64 under load; docs/limits.md). Every layer of an
     inference-mode network treats each image on its own, so padding changes no output.
     """
 
