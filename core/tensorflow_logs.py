@@ -103,24 +103,37 @@ def filter_lines(text: str, level: int, benign: Sequence[re.Pattern] = ()) -> st
 
 
 @contextlib.contextmanager
-def _filtered_stderr(benign: Sequence[re.Pattern] = ()) -> Iterator[list[str]]:
+def filtered_stderr(
+    benign: Sequence[re.Pattern] = (), drop_if_failed: bool = False
+) -> Iterator[list[str]]:
     """Sends file descriptor 2 to a temporary file; on exit writes back what passes
-    ``filter_lines``. Yields a list that then holds the whole captured text."""
+    ``filter_lines``. Yields a list that then holds the whole captured text.
+
+    Args:
+      benign: Patterns of ERROR lines that are none (``filter_lines``).
+      drop_if_failed: Write nothing back if the body raises (a caller that reports the
+        failure itself, in one line, instead of the C++ dump that came with it).
+    """
     sys.stderr.flush()
     saved = os.dup(2)
     captured_text: list[str] = []
+    failed = False
     # A file, not a pipe: nothing reads while TensorFlow runs, and a full pipe would block.
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
             yield captured_text
+        except BaseException:
+            failed = True
+            raise
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
             captured.seek(0)
             captured_text.append(captured.read().decode(errors="replace"))
-            sys.stderr.write(filter_lines(captured_text[0], min_level(), benign))
+            if not (failed and drop_if_failed):
+                sys.stderr.write(filter_lines(captured_text[0], min_level(), benign))
             sys.stderr.flush()
 
 
@@ -142,7 +155,7 @@ def _quiet_first_device_set_up(context_class: type) -> None:
             # Unwrapped before the call: later calls (ensure_initialized runs often) cost
             # nothing, and the one inside this call runs unwrapped under this capture.
             restore()
-            with _filtered_stderr(BENIGN_ERRORS):
+            with filtered_stderr(BENIGN_ERRORS):
                 return original(self, *args, **kwargs)
 
         return wrapper
@@ -162,7 +175,7 @@ class _QuietLoader(importlib.abc.Loader):
         return self._loader.create_module(spec)
 
     def exec_module(self, module) -> None:
-        with _filtered_stderr() as captured_text:
+        with filtered_stderr() as captured_text:
             self._loader.exec_module(module)
         context = sys.modules.get("tensorflow.python.eager.context")
         if _NO_CUDA_DRIVER.search(captured_text[0]) and context is not None:

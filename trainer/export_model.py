@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 
 from core import lock, settings
+from trainer.serving import CALIBRATION_IMAGES
 
 setting = settings.setting
 
@@ -39,7 +40,9 @@ class ExportConfig:
         "(default: the records_dir in metrics.json beside --model).",
     )
     calibration_images: int = setting(
-        200, "Training images the int8 quantization is calibrated on.", minimum=1
+        CALIBRATION_IMAGES,
+        "Training images the int8 quantization is calibrated on.",
+        minimum=1,
     )
     overwrite: bool = setting(False, "Replace an existing --output_dir.")
 

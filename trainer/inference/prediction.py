@@ -40,13 +40,11 @@ from trainer.inference import tta as tta_lib
 from trainer.models import engine as engine_lib
 from trainer.models import files as model_files
 from trainer.models import model as model_lib
+from trainer.serving import CALIBRATION_IMAGES
 from trainer.serving import export as export_lib
 from trainer.serving import tflite as tflite_lib
 
 INT8 = engine_lib.INT8
-# Training images the int8 model is calibrated on: export_model's default, so the model
-# predict converts is the one export_model writes.
-CALIBRATION_IMAGES = 200
 
 
 def submission_id(name: str) -> str:
@@ -134,7 +132,7 @@ class _PDogAsColumn:
 
 def int8_runner(model, trained: model_files.TrainedOn, cache_dir: str) -> _PDogAsColumn:
     """``model`` quantized to int8 as ``export_model`` does (calibrated on the first
-    ``CALIBRATION_IMAGES`` training images), cached in ``cache_dir``, run by LiteRT.
+    ``trainer.serving.CALIBRATION_IMAGES`` training images), cached in ``cache_dir``, run by LiteRT.
 
     Raises:
       FileNotFoundError: The training records (the calibration images) cannot be found.

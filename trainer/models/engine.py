@@ -20,13 +20,11 @@ the audit all use it.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -179,35 +177,6 @@ def float32_flatbuffer(model: keras.Model) -> bytes:
     return flatbuffer(model, outputs)
 
 
-@contextlib.contextmanager
-def _stderr_unless_failed() -> Iterator[None]:
-    """Holds file descriptor 2 while the body runs; writes it back (C++ lines below
-    ``TF_CPP_MIN_LOG_LEVEL`` dropped, as at TensorFlow's import) only if the body succeeds.
-
-    The converter prints its MLIR errors to fd 2 (a dozen lines per unsupported op) and
-    raises them again; the fallback reports them in one log line instead.
-    """
-    sys.stderr.flush()
-    saved = os.dup(2)
-    failed = False
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            yield
-        except BaseException:
-            failed = True
-            raise
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            if not failed:
-                captured.seek(0)
-                text = captured.read().decode(errors="replace")
-                sys.stderr.write(tensorflow_logs.filter_lines(text, tensorflow_logs.min_level()))
-                sys.stderr.flush()
-
-
 def cached_flatbuffer(
     model: keras.Model,
     cache_dir: str | None,
@@ -293,7 +262,9 @@ def runner(
     if chosen == "keras":
         return KerasRunner(model)
     try:
-        with _stderr_unless_failed():
+        # The converter prints its MLIR errors to fd 2 (a dozen lines per unsupported op)
+        # and raises them again: the fallback below says why in one line instead.
+        with tensorflow_logs.filtered_stderr(drop_if_failed=True):
             lite = LiteRTRunner(cached_flatbuffer(model, cache_dir), num_threads)
             # A graph the converter accepted may still hold an op the interpreter cannot
             # prepare: find out now, on one image, rather than mid-pass.

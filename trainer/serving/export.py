@@ -36,7 +36,7 @@ from records.manifest import Manifest
 from trainer.inference import decision
 from trainer.models import files as model_files
 from trainer.models import model as model_lib
-from trainer.serving import saved_model
+from trainer.serving import CALIBRATION_IMAGES, saved_model
 from trainer.serving import tflite as tflite_lib
 from trainer.serving.saved_model import BYTES_SIGNATURE, IMAGES_SIGNATURE, SAVED_MODEL_DIR
 from trainer.serving.tflite import QUANTIZATIONS, tflite_name
@@ -80,7 +80,7 @@ def export(
     model_path: str,
     output_dir: str,
     records_dir: str | None = None,
-    calibration_images: int = 200,
+    calibration_images: int = CALIBRATION_IMAGES,
     overwrite: bool = False,
 ) -> dict:
     """Writes the SavedModel, the TFLite models and ``metadata.json``; returns the metadata.
