@@ -20,9 +20,9 @@ For one trained model (its base is the frozen network) and one records directory
 3. **Where the time goes** (the features pass's chain): the decode alone (the records
    through ``eval_dataset``, no network), the network alone on batches held in memory,
    the head alone on pooled features; the rest of a pass is Python and contention.
-4. **Threads**: the features pass on keras and on LiteRT with 2 threads or 1, taking
-   turns. (A private tf.data pool of 1 was timed A B A B against the default: no
-   difference; docs/limits.md.)
+4. **Threads**: the val split's pass on keras and on LiteRT with 2 threads or 1, each
+   with tf.data's default threads, a private pool of 1 and intra-op parallelism 1 for
+   the decode, every cell taking its turn each round.
 
 The 1-minute load average is printed before and after each pass.
 """
@@ -94,7 +94,9 @@ def _photo_folder(manifest_split_names: list[str], folder: str) -> dict[str, int
     labels = {}
     for index, name in enumerate(manifest_split_names):
         link = f"{index}.jpg"
-        os.symlink(os.path.join(FLAGS.photos, os.path.basename(name)), os.path.join(folder, link))
+        # Absolute: the link lives in another folder, so a relative --photos would dangle.
+        source = os.path.join(os.path.abspath(FLAGS.photos), os.path.basename(name))
+        os.symlink(source, os.path.join(folder, link))
         labels[str(index)] = 1 if os.path.basename(name).startswith("dog") else 0
     return labels
 
@@ -130,17 +132,29 @@ def _decode_alone(manifest, image_size, threadpool: int | None = None) -> float:
     return count / (time.perf_counter() - start)
 
 
-def _with_threadpool(data, threadpool: int | None):
-    if threadpool is None:
+def _with_threadpool(data, threadpool: int | None, intra_op: int | None = None):
+    if threadpool is None and intra_op is None:
         return data
     options = tf.data.Options()
-    options.threading.private_threadpool_size = threadpool
+    if threadpool is not None:
+        options.threading.private_threadpool_size = threadpool
+    if intra_op is not None:
+        options.threading.max_intra_op_parallelism = intra_op
     return data.with_options(options)
 
 
+# tf.data's threading for the decode beside the network: (private pool, max intra-op).
+_TF_DATA_THREADS = {
+    "tf.data default": (None, None),
+    "tf.data pool 1": (1, None),
+    "tf.data intra-op 1": (None, 1),
+}
+
+
 def _threads(extractor, manifest, cache_dir) -> list[dict]:
-    """The features pass on keras, LiteRT on 2 threads and on 1, taking turns (A B C A B C):
-    with 1, XNNPACK leaves a core to the decode; with 2, they share both."""
+    """The val split's pass on keras, LiteRT on 2 threads and on 1, each with tf.data's
+    default threads, a private pool of 1 and intra-op parallelism 1, every cell taking
+    its turn each round (so a change in the machine's load hits all of them)."""
     content = engine_lib.cached_flatbuffer(extractor, cache_dir)
     image_size = model_lib.input_size(extractor)
     runners = {
@@ -148,25 +162,26 @@ def _threads(extractor, manifest, cache_dir) -> list[dict]:
         "litert, 2 threads": engine_lib.LiteRTRunner(content, 2),
         "litert, 1 thread": engine_lib.LiteRTRunner(content, 1),
     }
-    total = manifest.num_examples("train") + manifest.num_examples("val")
+    total = manifest.num_examples("val")
     rows = []
     for _ in range(FLAGS.rounds):
         for name, runner in runners.items():
-            before = _load()
-            start = time.perf_counter()
-            for split in ("train", "val"):
+            for data_threads, (pool, intra_op) in _TF_DATA_THREADS.items():
+                before = _load()
+                start = time.perf_counter()
                 data = dataset_lib.eval_dataset(
-                    manifest, FLAGS.batch_size, split=split, image_size=image_size
+                    manifest, FLAGS.batch_size, split="val", image_size=image_size
                 )
-                features.extract(runner, data, total, split)
-            rows.append(
-                {
-                    "runner": name,
-                    "images_per_sec": round(total / (time.perf_counter() - start), 1),
-                    "load": [before, _load()],
-                }
-            )
-            logging.info("threads: %s", rows[-1])
+                features.extract(runner, _with_threadpool(data, pool, intra_op), total, "val")
+                rows.append(
+                    {
+                        "runner": name,
+                        "tf_data": data_threads,
+                        "images_per_sec": round(total / (time.perf_counter() - start), 1),
+                        "load": [before, _load()],
+                    }
+                )
+                logging.info("threads: %s", rows[-1])
     return rows
 
 

@@ -98,17 +98,24 @@ def thumbnails(images: tf.Tensor | np.ndarray) -> np.ndarray:
     copy brightened or with more contrast still matches. A flat image (no contrast) is all
     zeros: it correlates with nothing.
     """
+    return thumbnail_ops(tf.convert_to_tensor(images)).numpy()
+
+
+def thumbnail_ops(images: tf.Tensor) -> tf.Tensor:
+    """``thumbnails`` as TensorFlow ops, for a ``tf.data`` map: ``extract`` computes them
+    beside the decode, on tf.data's threads, not on the main thread between the base's
+    batches (where they held up the next LiteRT call: docs/limits.md)."""
     # "area" averages every pixel of a cell: the thumbnail of a sharp original and of a
     # blurred small copy are then the same means, where bilinear would sample a few pixels.
     small = tf.image.resize(
         tf.cast(images, tf.float32), (THUMBNAIL_SIZE, THUMBNAIL_SIZE), method="area"
     )
-    grey = tf.reshape(tf.image.rgb_to_grayscale(small), (-1, THUMBNAIL_SIZE**2)).numpy()
-    grey -= grey.mean(axis=1, keepdims=True)
-    norm = np.linalg.norm(grey, axis=1, keepdims=True)
+    grey = tf.reshape(tf.image.rgb_to_grayscale(small), (-1, THUMBNAIL_SIZE**2))
+    grey -= tf.reduce_mean(grey, axis=1, keepdims=True)
+    norm = tf.norm(grey, axis=1, keepdims=True)
     # A standard deviation below one grey level over the cells: the JPEG's noise, not a
     # picture, whose correlation with anything would be chance.
-    return np.where(norm > THUMBNAIL_SIZE, grey / np.maximum(norm, 1e-12), 0.0).astype(np.float32)
+    return tf.where(norm > THUMBNAIL_SIZE, grey / tf.maximum(norm, 1e-12), 0.0)
 
 
 def labelled_splits(manifest: Manifest) -> list[str]:
@@ -151,11 +158,15 @@ def extract(
         for split in splits:
             data = dataset_lib.eval_dataset(
                 manifest, batch_size, split=split, image_size=image_size, with_filenames=True
+            ).map(
+                lambda images, *rest: (images, thumbnail_ops(images), *rest),
+                num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True,
             )
             count = 0
-            for images, batch_labels, batch_names in data:
+            for images, batch_thumbnails, batch_labels, batch_names in data:
                 vectors.append(np.asarray(runner.predict_on_batch(images), np.float32))
-                small.append(thumbnails(images))
+                small.append(batch_thumbnails.numpy())
                 labels.extend(batch_labels.numpy().tolist())
                 names.extend(evaluation.display_filename(n) for n in batch_names.numpy())
                 count += len(batch_labels)
