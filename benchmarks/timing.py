@@ -56,6 +56,47 @@ def timed_command(command: list[str]) -> dict[str, float]:
     }
 
 
+def machine_cpu_ticks(stat: str = "/proc/stat") -> dict[str, int]:
+    """The machine's CPU time so far, in clock ticks (``/proc/stat``'s first line):
+    ``busy`` (user, nice, system, irq, softirq), ``idle`` (idle, iowait) and ``steal``
+    (time the hypervisor ran something else). Empty where there is no ``/proc/stat``."""
+    try:
+        with open(stat, encoding="ascii") as f:
+            fields = [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return {}
+    user, nice, system, idle, iowait, irq, softirq, steal = fields
+    return {"busy": user + nice + system + irq + softirq, "idle": idle + iowait, "steal": steal}
+
+
+class CpuMeter:
+    """How busy the cores were over a stretch of work: this process's cores (its CPU
+    seconds over the wall seconds: 2.0 is both cores of a 2-core machine all the time) and
+    the machine's shares of busy, idle and stolen time. A pass that runs slowly while its
+    process keeps fewer cores busy was waiting, not out-computed by another process.
+
+        meter = CpuMeter()
+        ...work...
+        meter.read()  # {"process_cores": 1.9, "machine_busy": 0.97, ...}
+    """
+
+    def __init__(self, stat: str = "/proc/stat"):
+        self._stat = stat
+        self._wall = time.perf_counter()
+        self._cpu = time.process_time()
+        self._ticks = machine_cpu_ticks(stat)
+
+    def read(self) -> dict[str, float]:
+        wall = time.perf_counter() - self._wall
+        reading = {"process_cores": round((time.process_time() - self._cpu) / max(wall, 1e-9), 2)}
+        ticks = machine_cpu_ticks(self._stat)
+        if ticks and self._ticks:
+            spent = {k: ticks[k] - self._ticks[k] for k in ticks}
+            total = max(sum(spent.values()), 1)
+            reading.update({f"machine_{k}": round(v / total, 3) for k, v in spent.items()})
+        return reading
+
+
 @dataclasses.dataclass(frozen=True)
 class PassTiming:
     """One timed pass: wall seconds, images delivered, process CPU seconds meanwhile."""
