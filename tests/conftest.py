@@ -579,12 +579,12 @@ def sample_dir() -> pathlib.Path:
 # xdist hands out whole files in collection order, so these start first and the workers
 # end together instead of one finishing a long file alone.
 LONGEST_FIRST = (
-    "test_serving_parity.py",
-    "test_analysis.py",
-    "test_resume.py",
-    "test_service.py",
     "test_learning.py",
+    "test_analysis.py",
     "test_multiworker.py",
+    "test_service.py",
+    "test_serving_parity.py",
+    "test_resume.py",
 )
 
 
