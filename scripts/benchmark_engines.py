@@ -22,9 +22,8 @@ For one trained model (its base is the frozen network) and one records directory
    the head alone on pooled features; the rest of a pass is Python and contention.
 4. **Threads**: the val split's pass on keras and on LiteRT with 2 threads or 1, each
    with tf.data's default threads, a private pool of 1 and intra-op parallelism 1 for
-   the decode, every cell taking its turn each round; and TensorFlow's own intra- and
-   inter-op thread counts (``--tf_threads_grid``), a process per setting, since they can
-   only be set before TensorFlow starts.
+   the decode, every cell taking its turn each round. TensorFlow's own intra- and
+   inter-op thread counts need a process per setting: ``scripts/benchmark_tf_threads.py``.
 
 Each pass records the 1-minute load average before and after it, and how many cores its
 process kept busy with the machine's busy, idle and stolen shares (``timing.CpuMeter``):
@@ -36,8 +35,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 
@@ -64,19 +61,6 @@ flags.DEFINE_integer("rounds", 2, "Turns per engine.")
 flags.DEFINE_list("passes", ["features", "audit", "evaluate", "predict"], "Passes to time.")
 flags.DEFINE_bool("breakdown", True, "Time decode, network and head alone, and the threads.")
 flags.DEFINE_string("output", None, "JSON file for the results.")
-flags.DEFINE_list(
-    "tf_threads_grid",
-    ["default", "1:1", "2:1", "1:2"],
-    "TensorFlow's intra:inter-op thread counts to time the val pass under, each in a "
-    "process of its own ('default': TensorFlow's choice, one per core).",
-)
-flags.DEFINE_string(
-    "tf_threads",
-    None,
-    "intra:inter: set TensorFlow's threads, run only the val pass on each engine and print "
-    "one JSON line (a cell of --tf_threads_grid; --cache_dir holds the flatbuffer).",
-)
-flags.DEFINE_string("cache_dir", None, "With --tf_threads: where the base's flatbuffer is.")
 flags.mark_flags_as_required(["model", "records_dir"])
 FLAGS = flags.FLAGS
 
@@ -179,57 +163,6 @@ def _val_pass(runner, manifest, image_size, pool=None, intra_op=None) -> float:
     return round(total / (time.perf_counter() - start), 1)
 
 
-def _tf_threads_cell(setting: str) -> None:
-    """A cell of ``_tf_threads``, in this process: TensorFlow's thread counts can only be
-    set before its runtime starts, so each setting needs a process of its own."""
-    if setting != "default":
-        intra, inter = (int(n) for n in setting.split(":"))
-        tf.config.threading.set_intra_op_parallelism_threads(intra)
-        tf.config.threading.set_inter_op_parallelism_threads(inter)
-    manifest = Manifest.load(FLAGS.records_dir)
-    extractor = features.feature_model(model_lib.load_model(FLAGS.model))
-    image_size = model_lib.input_size(extractor)
-    row = {"tf_threads": setting}
-    for engine in ENGINES:
-        runner = engine_lib.runner(extractor, engine, 1, FLAGS.cache_dir)
-        runner.predict_on_batch(np.zeros((1, *image_size, 3), np.float32))  # warm-up
-        before, meter = _load(), timing.CpuMeter()
-        row[engine] = {
-            "images_per_sec": _val_pass(runner, manifest, image_size),
-            "load": [before, _load()],
-            "cpu": meter.read(),
-        }
-    print(json.dumps(row))
-
-
-def _tf_threads(cache_dir) -> list[dict]:
-    """The val pass on keras and on LiteRT under each of ``--tf_threads_grid``'s settings
-    (intra-op threads run Keras' kernels and a decode op's inner loops; inter-op threads
-    run tf.data's map and interleave), a process per cell, every cell each round."""
-    rows = []
-    for _ in range(FLAGS.rounds):
-        for setting in FLAGS.tf_threads_grid:
-            command = [
-                sys.executable,
-                os.path.abspath(__file__),
-                f"--model={FLAGS.model}",
-                f"--records_dir={FLAGS.records_dir}",
-                f"--batch_size={FLAGS.batch_size}",
-                f"--tf_threads={setting}",
-                f"--cache_dir={cache_dir}",
-            ]
-            done = subprocess.run(
-                command,
-                check=True,
-                capture_output=True,
-                text=True,
-                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-            )
-            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-            logging.info("tf threads: %s", rows[-1])
-    return rows
-
-
 def _threads(extractor, manifest, cache_dir) -> list[dict]:
     """The val split's pass on keras, LiteRT on 2 threads and on 1, each with tf.data's
     default threads, a private pool of 1 and intra-op parallelism 1, every cell taking
@@ -296,15 +229,11 @@ def _breakdown(model, extractor, manifest, cache_dir) -> dict:
         "decode_alone_1_thread_images_per_sec": round(_decode_alone(manifest, image_size, 1), 1),
         "head_alone_images_per_sec": round(head_rate, 1),
         "threads": _threads(extractor, manifest, cache_dir),
-        "tf_threads": _tf_threads(cache_dir),
     }
 
 
 def main(argv):
     del argv
-    if FLAGS.tf_threads:
-        _tf_threads_cell(FLAGS.tf_threads)
-        return
     manifest = Manifest.load(FLAGS.records_dir)
     model = model_lib.load_model(FLAGS.model)
     extractor = features.feature_model(model)
