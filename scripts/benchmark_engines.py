@@ -43,6 +43,7 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 from benchmarks import flops, timing
+from benchmarks import report as report_lib
 from pipeline import dataset as dataset_lib
 from records.manifest import Manifest
 from trainer.audit import features as audit_features
@@ -334,12 +335,9 @@ def main(argv):
             e: round(rate * gflop_per_image / peak, 3) for e, rate in alone.items()
         }
     report["load_end"] = _load()
-    text = json.dumps(report, indent=2)
-    print(text)
+    print(json.dumps(report, indent=2))
     if FLAGS.output:
-        os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
-        with open(FLAGS.output, "w", encoding="utf-8") as f:
-            f.write(text)
+        report_lib.write_json(report, FLAGS.output)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 
+from benchmarks import report as report_lib
 from benchmarks import timing
 from pipeline import dataset as dataset_lib
 from records.manifest import Manifest
@@ -94,12 +95,9 @@ def main(argv):
             done = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             logging.info("%s", rows[-1])
-    text = json.dumps(rows, indent=2)
-    print(text)
+    print(json.dumps(rows, indent=2))
     if FLAGS.output:
-        os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
-        with open(FLAGS.output, "w", encoding="utf-8") as f:
-            f.write(text)
+        report_lib.write_json(rows, FLAGS.output)
 
 
 if __name__ == "__main__":
